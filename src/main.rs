@@ -1,0 +1,31 @@
+//! The `guestd` binary: CLI, configuration, logging and exit codes. `anyhow` lives here only.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Installed as `ovmd` (a symlink), guestd is Oracle's ovmd command line.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let invoked_as = std::path::Path::new(&argv0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("guestd")
+        .to_owned();
+    let result = if invoked_as == "ovmd" {
+        cli::ovmd::main_as_ovmd()
+    } else {
+        let args = cli::Cli::parse(); // usage errors exit 2, --help/--version exit 0
+        cli::init_logging(args.log_level.as_deref());
+        cli::dispatch(args)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("guestd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
