@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: where the peers are, how to skip loudly or fail
 //! when one is missing, the binaries under test, short temporary directories.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod xenstored;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

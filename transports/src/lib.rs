@@ -3,5 +3,6 @@
 
 pub mod spec;
 pub mod unix;
+pub mod xenstore;
 
 pub use spec::ChannelSpec;
