@@ -157,6 +157,13 @@ pub enum Action {
     SetVcpus(Vec<VcpuChange>),
     /// Bring memory blocks online or offline.
     SetMemoryBlocks(Vec<MemoryBlockChange>),
+    /// First-boot configuration of this instance (hostname, network, passwords, users, ...).
+    ConfigureInstance(Box<crate::actions::instance::InstanceRequest>),
+    /// Remove instance state (ssh host keys, machine id, leases, logs) so the VM can become a
+    /// template.
+    CleanupInstance,
+    /// Arm (`true`) or disarm first-boot configuration for the next boot.
+    SetInitialConfig(bool),
 }
 
 /// The kind of an action, used to register handlers and in policy lists.
@@ -188,6 +195,12 @@ pub enum ActionKind {
     SetVcpus,
     /// [`Action::SetMemoryBlocks`].
     SetMemoryBlocks,
+    /// [`Action::ConfigureInstance`].
+    ConfigureInstance,
+    /// [`Action::CleanupInstance`].
+    CleanupInstance,
+    /// [`Action::SetInitialConfig`].
+    SetInitialConfig,
 }
 
 impl Action {
@@ -207,6 +220,9 @@ impl Action {
             Action::SshKeys { .. } => ActionKind::SshKeys,
             Action::SetVcpus(_) => ActionKind::SetVcpus,
             Action::SetMemoryBlocks(_) => ActionKind::SetMemoryBlocks,
+            Action::ConfigureInstance(_) => ActionKind::ConfigureInstance,
+            Action::CleanupInstance => ActionKind::CleanupInstance,
+            Action::SetInitialConfig(_) => ActionKind::SetInitialConfig,
         }
     }
 }
@@ -267,6 +283,8 @@ pub enum Outcome {
     VcpusProcessed(u32),
     /// Per-block results, in request order.
     MemoryBlocks(Vec<(u64, MemoryBlockResponse)>),
+    /// What first-boot configuration, cleanup or arming did, item by item.
+    Instance(Box<crate::actions::instance::Report>),
 }
 
 /// Why an action failed. Protocols map these to their own error vocabulary at one boundary.

@@ -1,6 +1,8 @@
 //! The action handlers: one implementation of each action, with the fallbacks real images
 //! need, shared by every protocol.
 
+pub mod instance;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ impl Default for ActionsConfig {
 }
 
 /// A dispatcher with every handler this system supports registered.
-pub fn default_dispatcher(_cfg: &ActionsConfig, _events: &EventBus) -> Dispatcher {
-    Dispatcher::new()
+pub fn default_dispatcher(cfg: &ActionsConfig, _events: &EventBus) -> Dispatcher {
+    let mut d = Dispatcher::new();
+    d.register(instance::InstanceHandler::arc(cfg.paths.clone()));
+    d
 }

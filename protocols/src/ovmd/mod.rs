@@ -1,0 +1,3 @@
+//! Oracle VM messaging (ovmd) over xenstore `control/oracle-vmapi/`.
+
+pub mod template;

@@ -1,0 +1,13 @@
+//! First-boot instance configuration: the `com.oracle.linux.*` key mapping, and every module on
+//! fixture roots of both distribution families, checked with the distributions' own tools
+//! where they exist here (pwck/grpck, openssl passwd, ifquery, nmcli --offline, ssh-keygen,
+//! systemctl --root).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+#[path = "instance/fixtures.rs"]
+mod fixtures;
+#[path = "instance/mapping.rs"]
+mod mapping;
