@@ -234,6 +234,10 @@ pub enum FreezeStatus {
     Thawed,
     /// Filesystems are frozen.
     Frozen,
+    /// Thawed by the freeze watchdog because no thaw came in time; reported by the first
+    /// status request after it happened, [`FreezeStatus::Thawed`] after that. Protocols whose
+    /// status is a bare "thawed"/"frozen" (QGA) answer "thawed".
+    ThawedByWatchdog,
 }
 
 /// Result of trimming one filesystem.

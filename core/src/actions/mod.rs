@@ -10,17 +10,26 @@ use crate::action::Dispatcher;
 use crate::events::EventBus;
 use crate::paths::Paths;
 
+#[cfg(target_os = "linux")]
+pub mod freeze;
+pub mod hooks;
+#[cfg(target_os = "linux")]
+pub mod mounts;
+
 /// Settings of the action layer.
 #[derive(Clone, Debug)]
 pub struct ActionsConfig {
     /// Root the actions work on.
     pub paths: Paths,
     /// Directory for state that must survive a restart (frozen state, file-handle counter).
+    /// It must not be on a filesystem that gets frozen: `/run` is a tmpfs.
     pub state_dir: PathBuf,
-    /// fsfreeze hook script, if enabled.
+    /// fsfreeze hook script (or directory of hook scripts), if enabled.
     pub fsfreeze_hook: Option<PathBuf>,
     /// Thaw by itself this long after a freeze if no thaw came; `None` disables.
     pub freeze_watchdog: Option<Duration>,
+    /// Longest a hook script may run before it is killed.
+    pub hook_timeout: Duration,
 }
 
 impl Default for ActionsConfig {
@@ -30,13 +39,29 @@ impl Default for ActionsConfig {
             state_dir: PathBuf::from("/run/guestd"),
             fsfreeze_hook: None,
             freeze_watchdog: Some(Duration::from_secs(600)),
+            hook_timeout: Duration::from_secs(60),
         }
     }
 }
 
 /// A dispatcher with every handler this system supports registered.
-pub fn default_dispatcher(cfg: &ActionsConfig, _events: &EventBus) -> Dispatcher {
+pub fn default_dispatcher(cfg: &ActionsConfig, events: &EventBus) -> Dispatcher {
     let mut d = Dispatcher::new();
     d.register(instance::InstanceHandler::arc(cfg.paths.clone()));
+    #[cfg(target_os = "linux")]
+    {
+        let freezer = freeze::Freezer::new(
+            freeze::FreezeSettings {
+                paths: cfg.paths.clone(),
+                state_file: cfg.state_dir.join(freeze::STATE_FILE_NAME),
+                hook: cfg.fsfreeze_hook.clone(),
+                hook_timeout: cfg.hook_timeout,
+                watchdog: cfg.freeze_watchdog,
+            },
+            std::sync::Arc::new(freeze::LinuxFsOps),
+            events.clone(),
+        );
+        freeze::register(&mut d, &freezer);
+    }
     d
 }
