@@ -57,7 +57,8 @@ pub fn init_logging(level: Option<&str>) {
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Held in memory while filesystems are frozen, written after the thaw.
+        .with_writer(|| guestd_core::actions::loggate::LogGate)
         .with_target(false)
         .try_init();
 }

@@ -22,8 +22,10 @@ use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -32,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use super::hooks::{self, HookError, HookSpec};
+use super::loggate::{hold_logs, release_logs};
 use super::mounts::{self, MountEntry};
 use crate::action::{
     Action, ActionError, ActionHandler, ActionKind, Dispatcher, FreezeStatus, Outcome, Policy,
@@ -48,110 +51,6 @@ const MAX_THAWS_PER_MOUNT: u32 = 64;
 
 /// The actions that still run while filesystems are frozen.
 pub const FROZEN_ALLOWLIST: &[ActionKind] = &[ActionKind::FsFreezeStatus, ActionKind::FsThaw];
-
-// ---------------------------------------------------------------------------------------------
-// The log gate.
-
-/// How many freezers are in frozen state (one in an agent; tests run several).
-static FROZEN_FREEZERS: AtomicUsize = AtomicUsize::new(0);
-/// Log bytes kept while frozen, written out after the thaw; beyond this size they are counted
-/// and dropped.
-const HELD_LOG_LIMIT: usize = 64 * 1024;
-
-#[derive(Debug)]
-struct HeldLogs {
-    buf: Vec<u8>,
-    dropped: usize,
-}
-
-impl HeldLogs {
-    const fn new() -> Self {
-        Self {
-            buf: Vec::new(),
-            dropped: 0,
-        }
-    }
-}
-
-static HELD: Mutex<HeldLogs> = Mutex::new(HeldLogs::new());
-
-/// True while filesystems are frozen: log output must not reach a file on a frozen
-/// filesystem (journald's or a log file's), or the agent would block in `write`.
-pub fn logging_held() -> bool {
-    FROZEN_FREEZERS.load(Ordering::SeqCst) > 0
-}
-
-fn hold_logs() {
-    FROZEN_FREEZERS.fetch_add(1, Ordering::SeqCst);
-}
-
-fn release_logs() {
-    let before = FROZEN_FREEZERS
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-            Some(n.saturating_sub(1))
-        })
-        .unwrap_or(0);
-    if before <= 1 {
-        let _ = flush_held_logs(&HELD, &mut std::io::stderr());
-    }
-}
-
-fn hold_bytes(store: &Mutex<HeldLogs>, buf: &[u8]) {
-    if let Ok(mut held) = store.lock() {
-        if held.buf.len() + buf.len() <= HELD_LOG_LIMIT {
-            held.buf.extend_from_slice(buf);
-        } else {
-            held.dropped += buf.len();
-        }
-    }
-}
-
-fn flush_held_logs(store: &Mutex<HeldLogs>, out: &mut dyn Write) -> std::io::Result<()> {
-    let (buf, dropped) = {
-        let Ok(mut held) = store.lock() else {
-            return Ok(());
-        };
-        (
-            std::mem::take(&mut held.buf),
-            std::mem::take(&mut held.dropped),
-        )
-    };
-    if !buf.is_empty() {
-        out.write_all(&buf)?;
-    }
-    if dropped > 0 {
-        writeln!(
-            out,
-            "guestd: {dropped} bytes of log output were dropped while filesystems were frozen"
-        )?;
-    }
-    Ok(())
-}
-
-/// Standard error behind the freeze gate: while frozen, lines are held in memory (up to
-/// 64 KiB) and written after the thaw. The binary's log subscriber writes through this
-/// (`with_writer(|| LogGate)`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LogGate;
-
-impl Write for LogGate {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if logging_held() {
-            hold_bytes(&HELD, buf);
-            return Ok(buf.len());
-        }
-        let mut err = std::io::stderr().lock();
-        flush_held_logs(&HELD, &mut err)?;
-        err.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if logging_held() {
-            return Ok(());
-        }
-        std::io::stderr().flush()
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The ioctls.
@@ -815,7 +714,7 @@ mod tests {
         let rec = f.freezer.read_state().unwrap();
         assert_eq!(rec.mountpoints, ["/", "/data", "/data/inner"]);
         assert_eq!(rec.pid, std::process::id());
-        assert!(logging_held());
+        assert!(crate::actions::loggate::logging_held());
         assert!(matches!(
             f.freezer.freeze(None).await,
             Err(ActionError::Frozen)
@@ -1051,25 +950,5 @@ mod tests {
         ));
         assert_eq!(thaw_on_exit(&d).await.unwrap().unwrap(), 3);
         assert_eq!(f.freezer.status(), FreezeStatus::Thawed);
-    }
-
-    #[test]
-    fn held_logs_are_bounded_and_flushed() {
-        let store = Mutex::new(HeldLogs::new());
-        hold_bytes(&store, b"held line\n");
-        hold_bytes(&store, &vec![b'x'; HELD_LOG_LIMIT]);
-        let mut out = Vec::new();
-        flush_held_logs(&store, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(
-            text,
-            format!(
-                "held line\nguestd: {HELD_LOG_LIMIT} bytes of log output were dropped while \
-                 filesystems were frozen\n"
-            )
-        );
-        let mut out = Vec::new();
-        flush_held_logs(&store, &mut out).unwrap();
-        assert!(out.is_empty());
     }
 }

@@ -13,6 +13,7 @@ use crate::paths::Paths;
 #[cfg(target_os = "linux")]
 pub mod freeze;
 pub mod hooks;
+pub mod loggate;
 #[cfg(target_os = "linux")]
 pub mod mounts;
 
