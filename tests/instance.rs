@@ -7,7 +7,13 @@
 
 mod support;
 
+#[path = "instance/accounts.rs"]
+mod accounts;
 #[path = "instance/fixtures.rs"]
 mod fixtures;
 #[path = "instance/mapping.rs"]
 mod mapping;
+#[path = "instance/network.rs"]
+mod network;
+#[path = "instance/system.rs"]
+mod system;

@@ -85,7 +85,8 @@ fn accounts(r: &Root, shadow_gid_name: Option<&str>) {
     );
     r.write("etc/skel/.bashrc", "# skel bashrc\n");
     r.write("etc/skel/.profile", "# skel profile\n");
-    for d in ["root", "usr/sbin", "bin", "home"] {
+    // pwck counts a missing home as an error, even /nonexistent.
+    for d in ["root", "usr/sbin", "bin", "home", "nonexistent"] {
         r.mkdir(d);
     }
     r.write_mode("bin/bash", "", 0o755);

@@ -279,6 +279,23 @@ fn install_section(text: &str) -> InstallSection {
     s
 }
 
+/// Follow symlinks of `p` inside the root: an absolute target means `<root>/<target>`, not the
+/// host's file. Gives up after 16 hops and returns the last path.
+pub fn resolve_in_root(paths: &Paths, p: &Path) -> PathBuf {
+    let mut cur = p.to_path_buf();
+    for _ in 0..16 {
+        let Ok(target) = fs::read_link(&cur) else {
+            return cur;
+        };
+        cur = if target.is_absolute() {
+            paths.join(&target)
+        } else {
+            cur.parent().map_or(target.clone(), |d| d.join(&target))
+        };
+    }
+    cur
+}
+
 /// Path of the unit file as seen from inside the root (`/usr/lib/systemd/system/x.service`).
 fn inside(paths: &Paths, p: &Path) -> PathBuf {
     Path::new("/").join(p.strip_prefix(paths.root()).unwrap_or(p))
@@ -291,9 +308,9 @@ pub fn enable_unit(paths: &Paths, unit: &str) -> io::Result<bool> {
     let Some(file) = find_unit(paths, unit) else {
         return Ok(false);
     };
-    let real = fs::canonicalize(&file).unwrap_or(file.clone());
+    let real = resolve_in_root(paths, &file);
     let text = fs::read_to_string(&real)?;
-    let target = inside(paths, &file);
+    let target = inside(paths, &real);
     let install = install_section(&text);
     let etc = paths.join("etc/systemd/system");
     let mut links: Vec<PathBuf> = Vec::new();
@@ -325,7 +342,7 @@ pub fn disable_unit(paths: &Paths, unit: &str) -> io::Result<bool> {
     let Some(file) = find_unit(paths, unit) else {
         return Ok(false);
     };
-    let real = fs::canonicalize(&file).unwrap_or(file.clone());
+    let real = resolve_in_root(paths, &file);
     let text = fs::read_to_string(&real).unwrap_or_default();
     let install = install_section(&text);
     let mut names = vec![unit.to_string()];

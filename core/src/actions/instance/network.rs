@@ -522,7 +522,8 @@ pub fn keyfile_text(dev: &NetDevice, addr: Option<(Ipv4Addr, u32)>, uuid: &str) 
     if !dev.dns_search.is_empty() {
         let _ = writeln!(s, "dns-search={};", dev.dns_search.join(";"));
     }
-    s.push_str("\n[ipv6]\nmethod=auto\n");
+    // What nmcli writes for a new profile (absent means eui64, kept for old profiles only).
+    s.push_str("\n[ipv6]\naddr-gen-mode=default\nmethod=auto\n");
     s
 }
 
