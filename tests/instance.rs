@@ -11,6 +11,8 @@ mod support;
 mod accounts;
 #[path = "instance/fixtures.rs"]
 mod fixtures;
+#[path = "instance/lifecycle.rs"]
+mod lifecycle;
 #[path = "instance/mapping.rs"]
 mod mapping;
 #[path = "instance/network.rs"]

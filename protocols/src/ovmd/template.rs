@@ -17,8 +17,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use guestd_core::action::Secret;
 use guestd_core::actions::instance::{
-    BootProto, DateTime, HostsEntry, InstanceConfig, Module, NetDevice, Password, SelinuxMode,
-    UserSpec, validate,
+    BootProto, DateTime, HostsEntry, InstanceConfig, InstanceRequest, Module, NetDevice, Password,
+    SelinuxMode, UserSpec, validate,
 };
 
 /// The key whose arrival triggers configuration; automation always sends it last.
@@ -255,6 +255,17 @@ pub struct Mapping {
     pub unhandled: Vec<String>,
     /// Keys whose value was refused, with the reason (never the value).
     pub invalid: Vec<(String, String)>,
+}
+
+impl Mapping {
+    /// The action payload: this configuration, plus the pairs for delegation (see
+    /// [`render_list`]).
+    pub fn into_request(self, ovm_list: Option<Secret>) -> InstanceRequest {
+        InstanceRequest {
+            config: self.config,
+            ovm_list,
+        }
+    }
 }
 
 /// `True`/`False` as Oracle writes them, and the usual yes/no/on/off/1/0.

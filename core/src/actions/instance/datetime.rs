@@ -309,6 +309,25 @@ pub fn local_to_unix(paths: &Paths, zone: &str, dt: &super::DateTime) -> Option<
     Some(dt.unix_seconds(off2))
 }
 
+/// The [`crate::action::Action::SetTime`] that sets the clock to the date and time the
+/// manager sent, or `None` when none was sent. The wall-clock time is read in the new zone
+/// when one was sent, else in the zone `/etc/localtime` points at, else as UTC. Dispatching
+/// it is the caller's decision (it changes the running clock).
+pub fn set_time_action(cfg: &InstanceConfig, paths: &Paths) -> Option<crate::action::Action> {
+    let dt = cfg.datetime?;
+    let zone = cfg.timezone.clone().or_else(|| {
+        let target = fs::read_link(paths.etc("localtime")).ok()?;
+        let s = target.to_string_lossy().into_owned();
+        s.split_once("zoneinfo/").map(|(_, z)| z.to_string())
+    });
+    let secs = zone
+        .and_then(|z| local_to_unix(paths, &z, &dt))
+        .unwrap_or_else(|| dt.unix_seconds(0));
+    Some(crate::action::Action::SetTime {
+        nanos: Some(secs.saturating_mul(1_000_000_000)),
+    })
+}
+
 fn be32(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
 }
