@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use super::hooks::{self, HookError, HookSpec};
 use super::loggate::{hold_logs, release_logs};
-use super::mounts::{self, MountEntry};
+use super::mounts::{self, MountEntry, MountOpenError};
 use crate::action::{
     Action, ActionError, ActionHandler, ActionKind, Dispatcher, FreezeStatus, Outcome, Policy,
 };
@@ -83,34 +83,13 @@ pub struct LinuxFsOps;
 nix::ioctl_readwrite!(ioctl_fifreeze, b'X', 119, libc::c_int);
 nix::ioctl_readwrite!(ioctl_fithaw, b'X', 120, libc::c_int);
 
-impl LinuxFsOps {
-    /// Open the mount point and check it is the filesystem mountinfo names.
-    fn open_checked(path: &Path, mount: &MountEntry) -> Result<std::fs::File, FsOpError> {
-        // O_NONBLOCK: should the path have become a FIFO, opening it must not hang.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|e| FsOpError::Open(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        let same = if mount.major == 0 {
-            // btrfs: st_dev differs per subvolume; the filesystem type is what we can check.
-            nix::sys::statfs::fstatfs(&file)
-                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC)
-        } else {
-            nix::sys::stat::fstat(&file).is_ok_and(|st| st.st_dev == mount.dev())
-        };
-        if same {
-            Ok(file)
-        } else {
-            Err(FsOpError::NotThatFilesystem)
-        }
-    }
-}
-
 impl FsOps for LinuxFsOps {
     fn freeze(&self, path: &Path, mount: &MountEntry) -> Result<(), FsOpError> {
         use std::os::fd::AsRawFd;
-        let file = Self::open_checked(path, mount)?;
+        let file = mounts::open_mount(path, mount).map_err(|e| match e {
+            MountOpenError::Open(errno) => FsOpError::Open(errno),
+            MountOpenError::NotThatFilesystem => FsOpError::NotThatFilesystem,
+        })?;
         let mut arg: libc::c_int = 0;
         // SAFETY: the fd is open for the whole call and the kernel neither reads nor writes
         // the argument of FIFREEZE; it points to a live local anyway.
@@ -121,7 +100,10 @@ impl FsOps for LinuxFsOps {
 
     fn thaw(&self, path: &Path, mount: &MountEntry) -> Result<u32, FsOpError> {
         use std::os::fd::AsRawFd;
-        let file = Self::open_checked(path, mount)?;
+        let file = mounts::open_mount(path, mount).map_err(|e| match e {
+            MountOpenError::Open(errno) => FsOpError::Open(errno),
+            MountOpenError::NotThatFilesystem => FsOpError::NotThatFilesystem,
+        })?;
         let mut thawed = 0;
         while thawed < MAX_THAWS_PER_MOUNT {
             let mut arg: libc::c_int = 0;

@@ -16,16 +16,12 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{AccessFlags, Pid, access};
-use tokio::process::Command;
+use nix::unistd::{AccessFlags, access};
 
-/// Time a hook gets between SIGTERM and SIGKILL once its deadline passed.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+use super::exec::{self, Ended, ExecError};
 
 /// How to run a hook.
 #[derive(Clone, Debug)]
@@ -104,76 +100,26 @@ pub async fn run_hook(path: &Path, args: &[&OsStr], spec: &HookSpec) -> Result<(
             errno,
         });
     }
-    let mut cmd = Command::new(path);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(false);
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
-    // which is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| HookError::Spawn {
-        what: spec.what.clone(),
-        path: path.to_owned(),
-        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-    })?;
-    // The child leads its own session, so its pid is its process group id.
-    let pgid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
-    let status = match tokio::time::timeout(spec.deadline, child.wait()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => {
-            return Err(HookError::Spawn {
+    match exec::run(path, args, None, spec.deadline).await {
+        Ok(status) => match Ended::from(status) {
+            Ended::Success => Ok(()),
+            Ended::Status(status) => Err(HookError::Failed {
                 what: spec.what.clone(),
-                path: path.to_owned(),
-                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            });
-        }
-        Err(_) => {
-            tracing::warn!(hook = %path.display(), deadline_s = spec.deadline.as_secs_f64(),
-                "hook ran past its deadline; killing its process group");
-            if let Some(pgid) = pgid {
-                let _ = killpg(pgid, Signal::SIGTERM);
-            }
-            if tokio::time::timeout(KILL_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                if let Some(pgid) = pgid {
-                    let _ = killpg(pgid, Signal::SIGKILL);
-                }
-                let _ = child.wait().await;
-            }
-            return Err(HookError::TimedOut {
+                status,
+            }),
+            Ended::Signal(signal) => Err(HookError::Signaled {
                 what: spec.what.clone(),
-                deadline: spec.deadline,
-            });
-        }
-    };
-    status_to_result(status, &spec.what)
-}
-
-fn status_to_result(status: ExitStatus, what: &str) -> Result<(), HookError> {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(0), _) => Ok(()),
-        (Some(code), _) => Err(HookError::Failed {
-            what: what.to_owned(),
-            status: code,
+                signal,
+            }),
+        },
+        Err(ExecError::Spawn(errno)) => Err(HookError::Spawn {
+            what: spec.what.clone(),
+            path: path.to_owned(),
+            errno,
         }),
-        (None, signal) => Err(HookError::Signaled {
-            what: what.to_owned(),
-            signal: signal.unwrap_or(0),
+        Err(ExecError::TimedOut(deadline)) => Err(HookError::TimedOut {
+            what: spec.what.clone(),
+            deadline,
         }),
     }
 }

@@ -11,11 +11,24 @@ use crate::events::EventBus;
 use crate::paths::Paths;
 
 #[cfg(target_os = "linux")]
+pub mod cpu_mem;
+pub mod exec;
+#[cfg(target_os = "linux")]
 pub mod freeze;
 pub mod hooks;
 pub mod loggate;
 #[cfg(target_os = "linux")]
 pub mod mounts;
+#[cfg(target_os = "linux")]
+pub mod password;
+#[cfg(target_os = "linux")]
+pub mod ssh;
+#[cfg(target_os = "linux")]
+pub mod suspend;
+#[cfg(target_os = "linux")]
+pub mod time;
+#[cfg(target_os = "linux")]
+pub mod trim;
 
 /// Settings of the action layer.
 #[derive(Clone, Debug)]
@@ -31,6 +44,9 @@ pub struct ActionsConfig {
     pub freeze_watchdog: Option<Duration>,
     /// Longest a hook script may run before it is killed.
     pub hook_timeout: Duration,
+    /// Where helper programs (chpasswd, hwclock, systemctl, pm-utils) are looked up,
+    /// colon-separated; `None`: `$PATH` plus the usual sbin and bin directories.
+    pub exec_path: Option<std::ffi::OsString>,
 }
 
 impl Default for ActionsConfig {
@@ -41,6 +57,7 @@ impl Default for ActionsConfig {
             fsfreeze_hook: None,
             freeze_watchdog: Some(Duration::from_secs(600)),
             hook_timeout: Duration::from_secs(60),
+            exec_path: None,
         }
     }
 }
@@ -63,6 +80,29 @@ pub fn default_dispatcher(cfg: &ActionsConfig, events: &EventBus) -> Dispatcher 
             events.clone(),
         );
         freeze::register(&mut d, &freezer);
+        let programs = exec::Programs::new(cfg.exec_path.as_deref());
+        let paths = &cfg.paths;
+        d.register(std::sync::Arc::new(trim::TrimHandler::new(
+            paths.clone(),
+            std::sync::Arc::new(trim::LinuxTrimmer),
+        )));
+        d.register(std::sync::Arc::new(time::TimeHandler::new(
+            paths.clone(),
+            programs.clone(),
+        )));
+        d.register(std::sync::Arc::new(password::PasswordHandler::new(
+            paths.clone(),
+            programs.clone(),
+        )));
+        d.register(std::sync::Arc::new(ssh::SshKeysHandler::new(paths.clone())));
+        d.register(std::sync::Arc::new(cpu_mem::CpuMemHandler::new(
+            paths.clone(),
+            events.clone(),
+        )));
+        d.register(std::sync::Arc::new(suspend::SuspendHandler::new(
+            paths.clone(),
+            programs,
+        )));
     }
     d
 }

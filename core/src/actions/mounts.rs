@@ -6,7 +6,10 @@
 //! mounted more than once (bind mounts, btrfs subvolumes) is listed once, at its first mount.
 
 use std::collections::HashSet;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
 
 use crate::paths::Paths;
 
@@ -142,6 +145,39 @@ pub fn freezable(mounts: &[MountEntry], only: Option<&[String]>) -> Vec<MountEnt
         .filter(|m| seen.insert((m.major, m.minor)))
         .cloned()
         .collect()
+}
+
+/// Why a mount point could not be opened for an ioctl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountOpenError {
+    /// `open` failed.
+    Open(Errno),
+    /// What the path leads to is not the filesystem mountinfo names (over-mounted, moved).
+    NotThatFilesystem,
+}
+
+/// Open the mount point of `mount` at `path` for an ioctl, checking that it leads to the
+/// filesystem mountinfo names, so a stale or shadowed mount point never gets another
+/// filesystem frozen or trimmed.
+pub fn open_mount(path: &Path, mount: &MountEntry) -> Result<std::fs::File, MountOpenError> {
+    // O_NONBLOCK: should the path have become a FIFO, opening it must not hang.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| MountOpenError::Open(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let same = if mount.major == 0 {
+        // btrfs: st_dev differs per subvolume; the filesystem type is what we can check.
+        nix::sys::statfs::fstatfs(&file)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC)
+    } else {
+        nix::sys::stat::fstat(&file).is_ok_and(|st| st.st_dev == mount.dev())
+    };
+    if same {
+        Ok(file)
+    } else {
+        Err(MountOpenError::NotThatFilesystem)
+    }
 }
 
 #[cfg(test)]
