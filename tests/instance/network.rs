@@ -442,3 +442,28 @@ fn hostname_refused_when_invalid() {
     assert!(!rep.is_success());
     assert_eq!(r.read("etc/hostname"), "debian\n");
 }
+
+/// OL6-style: no os-release, only /etc/oracle-release; host name and zone in sysconfig.
+#[test]
+fn oracle_linux_6_legacy_files() {
+    let r = fixtures::oracle_linux();
+    fs::remove_file(r.p("etc/os-release")).unwrap();
+    r.write("etc/oracle-release", "Oracle Linux Server release 6.10\n");
+    fs::remove_file(r.p("etc/sysconfig/clock")).unwrap();
+    let cfg = InstanceConfig {
+        hostname: Some("ol6.example.com".into()),
+        timezone: Some("Europe/Paris".into()),
+        ..Default::default()
+    };
+    let rep = configure(&cfg, &r.paths());
+    assert!(rep.is_success(), "{rep}");
+    assert_eq!(
+        source(&r.p("etc/sysconfig/network"), &["HOSTNAME"]),
+        ["ol6.example.com"]
+    );
+    assert_eq!(
+        source(&r.p("etc/sysconfig/clock"), &["ZONE"]),
+        ["Europe/Paris"]
+    );
+    assert!(!r.exists("etc/timezone"));
+}
