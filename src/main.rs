@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         cli::ovmd::main_as_ovmd()
     } else {
         let args = cli::Cli::parse(); // usage errors exit 2, --help/--version exit 0
-        cli::init_logging(args.log_level.as_deref());
+        // `guestd ovmd` sets up its own logging from ovmd's `-d`.
+        if !matches!(args.command, cli::Command::Ovmd(_)) {
+            cli::init_logging(args.log_level.as_deref());
+        }
         cli::dispatch(args)
     };
     match result {

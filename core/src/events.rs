@@ -66,6 +66,21 @@ pub enum Event {
     },
     /// The agent is about to power off or reboot the guest.
     ShuttingDown,
+    /// A key-value pair arrived from the host (Oracle VM messaging) and was stored.
+    ParamReceived {
+        /// Its key (never the value: it may be a password).
+        key: String,
+    },
+    /// The host sent an event the agent does not interpret (Oracle VM `VMAPIEvent`).
+    HostEvent {
+        /// Its payload, verbatim.
+        value: String,
+    },
+    /// A local user posted an event (`ovmd -e NAME`).
+    UserEvent {
+        /// The event's name.
+        name: String,
+    },
 }
 
 /// Fan-out of [`Event`]s to every subscriber. Slow subscribers lose old events (and are told

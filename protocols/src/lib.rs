@@ -3,4 +3,3 @@
 //! parser says "incomplete" instead of reading, so it can be tested and fuzzed byte by byte.
 
 pub mod ovmd;
-pub mod qga;

@@ -43,7 +43,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Run(a) => run::run(a),
-        Command::Ovmd(a) => ovmd::run(a),
+        Command::Ovmd(a) => ovmd::run(a, cli.log_level.as_deref()),
     }
 }
 

@@ -3,8 +3,7 @@
 //!
 //! - Red Hat family: `/etc/sysconfig/network-scripts/ifcfg-<dev>` (`DEVICE`, `ONBOOT`,
 //!   `BOOTPROTO`, `IPADDR`, `NETMASK`, `GATEWAY`, `DNS1..n`, `DOMAIN`, `HWADDR`, `PEERDNS=no`
-//!   when DHCP gets fixed DNS), read by initscripts and NetworkManager's ifcfg-rh plugin; the
-//!   other keys of an existing file (`UUID`, `IPV6INIT`, `MTU`, ...) are kept. From
+//!   when DHCP gets fixed DNS), read by initscripts and NetworkManager's ifcfg-rh plugin. From
 //!   release 10 (no ifcfg support), or when a keyfile already owns the device and no ifcfg
 //!   does, a NetworkManager keyfile instead.
 //! - Debian family: an `iface <dev> inet` stanza in `/etc/network/interfaces` (the device's old
@@ -235,8 +234,7 @@ fn device(dev: &NetDevice, paths: &Paths, distro: &Distro) -> io::Result<PathBuf
     match format_for(paths, distro, &dev.name) {
         Some(NetFormat::Ifcfg) => {
             let p = ifcfg_path(paths, &dev.name);
-            let old = read_opt(&p)?;
-            write_atomic(&p, ifcfg(old.as_deref(), dev).as_bytes(), 0o644)?;
+            write_atomic(&p, ifcfg(dev).as_bytes(), 0o644)?;
             Ok(p)
         }
         Some(NetFormat::Ifupdown) => ifupdown(dev, addr, paths),
@@ -254,95 +252,50 @@ fn ifcfg_path(paths: &Paths, dev: &str) -> PathBuf {
         .join(format!("ifcfg-{dev}"))
 }
 
-/// Keys of an ifcfg file this module owns: set when configured, removed otherwise. Others
-/// (`UUID`, `IPV6INIT`, `MTU`, `ZONE`, `NM_CONTROLLED`, ...) are kept as they were.
-const IFCFG_OWNED: &[&str] = &[
-    "DEVICE",
-    "NAME",
-    "TYPE",
-    "ONBOOT",
-    "BOOTPROTO",
-    "IPADDR",
-    "NETMASK",
-    "PREFIX",
-    "IPADDR0",
-    "NETMASK0",
-    "PREFIX0",
-    "GATEWAY",
-    "GATEWAY0",
-    "DNS1",
-    "DNS2",
-    "DNS3",
-    "DNS4",
-    "DNS5",
-    "DNS6",
-    "DOMAIN",
-    "PEERDNS",
-    "HWADDR",
-    "MACADDR",
-];
-
-/// The ifcfg text for `dev`, starting from the device's `old` file when there is one.
-pub fn ifcfg(old: Option<&str>, dev: &NetDevice) -> String {
-    let mut want: Vec<(&str, String)> = vec![
-        ("DEVICE", dev.name.clone()),
-        ("NAME", dev.name.clone()),
-        ("TYPE", "Ethernet".into()),
-        (
-            "ONBOOT",
-            if dev.onboot.unwrap_or(true) {
-                "yes"
-            } else {
-                "no"
-            }
-            .into(),
-        ),
-        (
-            "BOOTPROTO",
-            match dev.bootproto {
-                BootProto::Dhcp => "dhcp",
-                BootProto::Static => "static",
-                BootProto::None => "none",
-            }
-            .into(),
-        ),
-    ];
+/// The ifcfg text for `dev`.
+pub fn ifcfg(dev: &NetDevice) -> String {
+    use super::fsutil::quote_shell as q;
+    let mut s = format!(
+        "{HEADER}\nDEVICE={}\nNAME={}\nTYPE=Ethernet\n",
+        q(&dev.name),
+        q(&dev.name)
+    );
+    let onboot = if dev.onboot.unwrap_or(true) {
+        "yes"
+    } else {
+        "no"
+    };
+    let _ = writeln!(s, "ONBOOT={onboot}");
+    let proto = match dev.bootproto {
+        BootProto::Dhcp => "dhcp",
+        BootProto::Static => "static",
+        BootProto::None => "none",
+    };
+    let _ = writeln!(s, "BOOTPROTO={proto}");
     if dev.bootproto == BootProto::Static {
         if let Some(ip) = dev.ipaddr {
-            want.push(("IPADDR", ip.to_string()));
+            let _ = writeln!(s, "IPADDR={ip}");
         }
         if let Some(m) = dev.netmask {
-            want.push(("NETMASK", m.to_string()));
+            let _ = writeln!(s, "NETMASK={m}");
         }
     }
     if let Some(g) = dev.gateway {
-        want.push(("GATEWAY", g.to_string()));
+        let _ = writeln!(s, "GATEWAY={g}");
     }
-    const DNS: [&str; 6] = ["DNS1", "DNS2", "DNS3", "DNS4", "DNS5", "DNS6"];
-    for (k, d) in DNS.iter().zip(&dev.dns_servers) {
-        want.push((k, d.to_string()));
+    for (i, d) in dev.dns_servers.iter().enumerate() {
+        let _ = writeln!(s, "DNS{}={d}", i + 1);
     }
     if !dev.dns_search.is_empty() {
-        want.push(("DOMAIN", dev.dns_search.join(" ")));
+        let _ = writeln!(s, "DOMAIN={}", q(&dev.dns_search.join(" ")));
     }
     if dev.bootproto == BootProto::Dhcp && !dev.dns_servers.is_empty() {
-        want.push(("PEERDNS", "no".into()));
+        let _ = writeln!(s, "PEERDNS=no");
     }
     if let Some(mac) = &dev.hwaddr {
-        want.push(("HWADDR", mac.clone()));
+        let _ = writeln!(s, "HWADDR={mac}");
     }
-    let vars: Vec<(&str, Option<&str>)> = IFCFG_OWNED
-        .iter()
-        .map(|k| {
-            let v = want.iter().find(|(w, _)| w == k).map(|(_, v)| v.as_str());
-            (*k, v)
-        })
-        .collect();
-    let base = match old {
-        Some(t) => t.to_string(),
-        None => format!("{HEADER}\n"),
-    };
-    super::fsutil::set_shell_vars(&base, &vars)
+    s
 }
 
 /// `/etc/network/interfaces` and the regular files of `interfaces.d`.

@@ -1,0 +1,75 @@
+//! The trigger of first-boot template configuration (ovmd.md §6 q9): when the manager's
+//! final message, the root password, arrives and configuration is armed, configure once with
+//! every pair received. The configuration itself is protocol-neutral
+//! (`guestd_core::actions::instance`), reached through the dispatcher; the mapping of the
+//! `com.oracle.linux.*` keys is [`super::template`].
+
+use guestd_core::action::{Action, Outcome};
+use guestd_core::actions::instance::{InstanceRequest, initial_config_enabled};
+use guestd_core::{Agent, runtime::display_chain};
+use tracing::{info, warn};
+
+use super::template;
+
+pub use super::template::ROOT_PASSWORD;
+
+/// What the trigger did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TriggerOutcome {
+    /// Configuration is not armed (or no agent): the pairs stay as received.
+    NotArmed,
+    /// Configuration ran; the summary of its report.
+    Applied(String),
+    /// Configuration could not run.
+    Failed(String),
+}
+
+/// Configure from `received` (every received pair, in arrival order) if configuration is
+/// armed; disarm it afterwards, so it happens once.
+pub async fn run(agent: Option<&Agent>, received: &[(String, String)]) -> TriggerOutcome {
+    let Some(agent) = agent else {
+        return TriggerOutcome::NotArmed;
+    };
+    if !initial_config_enabled(&agent.paths) {
+        info!(
+            "root password received; first-boot configuration is not armed, so the pairs are only kept"
+        );
+        return TriggerOutcome::NotArmed;
+    }
+    info!(
+        pairs = received.len(),
+        "root password received: first-boot configuration starts"
+    );
+    let mapping = template::map_pairs(received.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let request = InstanceRequest {
+        config: mapping.config,
+        ovm_list: Some(template::render_list(
+            received.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )),
+    };
+    let outcome = match agent
+        .actions
+        .dispatch(Action::ConfigureInstance(Box::new(request)))
+        .await
+    {
+        Ok(Outcome::Instance(report)) => {
+            let summary = report.summary();
+            info!(summary = %summary, "first-boot configuration done");
+            TriggerOutcome::Applied(summary)
+        }
+        Ok(other) => TriggerOutcome::Applied(format!("{other:?}")),
+        Err(e) => {
+            let why = display_chain(&e);
+            warn!(error = %why, "first-boot configuration failed");
+            return TriggerOutcome::Failed(why);
+        }
+    };
+    if let Err(e) = agent
+        .actions
+        .dispatch(Action::SetInitialConfig(false))
+        .await
+    {
+        warn!(error = %display_chain(&e), "cannot disarm first-boot configuration");
+    }
+    outcome
+}
