@@ -239,6 +239,10 @@ fn device(dev: &NetDevice, paths: &Paths, distro: &Distro) -> io::Result<PathBuf
         }
         Some(NetFormat::Ifupdown) => ifupdown(dev, addr, paths),
         Some(NetFormat::Keyfile) => keyfile(dev, addr, paths),
+        None if paths.etc("netplan").is_dir() => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "netplan-only systems are not supported (no ifupdown or NetworkManager configuration)",
+        )),
         None => Err(io::Error::new(
             io::ErrorKind::NotFound,
             "no ifcfg, ifupdown or NetworkManager configuration in this root",
@@ -616,6 +620,50 @@ mod tests {
         assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 255)), Some(32));
         assert_eq!(prefix_len(Ipv4Addr::new(0, 0, 0, 0)), Some(0));
         assert_eq!(prefix_len(Ipv4Addr::new(255, 0, 255, 0)), None);
+    }
+
+    fn root(os_release: &str) -> (tempfile::TempDir, Paths, Distro) {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let distro = super::super::distro::from_os_release(os_release);
+        (d, paths, distro)
+    }
+
+    #[test]
+    fn formats_by_family_and_owner() {
+        let (_d, p, ol7) = root("ID=ol\nVERSION_ID=7.9\n");
+        assert_eq!(format_for(&p, &ol7, "eth0"), Some(NetFormat::Ifcfg));
+        // OL9 with a keyfile owning eth0 and no ifcfg: keep NetworkManager's format.
+        let (_d, p, ol9) = root("ID=ol\nVERSION_ID=9.3\n");
+        let dir = p.etc("NetworkManager/system-connections");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("x.nmconnection"),
+            "[connection]\ninterface-name=eth0\n",
+        )
+        .unwrap();
+        assert_eq!(format_for(&p, &ol9, "eth0"), Some(NetFormat::Keyfile));
+        assert_eq!(format_for(&p, &ol9, "eth1"), Some(NetFormat::Ifcfg));
+        let (_d, p, ol10) = root("ID=ol\nVERSION_ID=10\n");
+        assert_eq!(format_for(&p, &ol10, "eth0"), Some(NetFormat::Keyfile));
+        // Debian: ifupdown when it mentions the device or no NetworkManager, else keyfile.
+        let (_d, p, deb) = root("ID=debian\n");
+        assert_eq!(format_for(&p, &deb, "eth0"), None);
+        fs::create_dir_all(p.etc("network")).unwrap();
+        fs::write(
+            p.etc("network/interfaces"),
+            "auto lo\niface lo inet loopback\n",
+        )
+        .unwrap();
+        assert_eq!(format_for(&p, &deb, "eth0"), Some(NetFormat::Ifupdown));
+        fs::create_dir_all(p.etc("NetworkManager")).unwrap();
+        assert_eq!(format_for(&p, &deb, "eth0"), Some(NetFormat::Keyfile));
+        fs::write(
+            p.etc("network/interfaces"),
+            "allow-hotplug eth0\niface eth0 inet dhcp\n",
+        )
+        .unwrap();
+        assert_eq!(format_for(&p, &deb, "eth0"), Some(NetFormat::Ifupdown));
     }
 
     #[test]
