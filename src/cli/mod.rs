@@ -1,5 +1,6 @@
 //! Subcommands, one module each.
 
+pub mod debug;
 pub mod info;
 pub mod ovmd;
 pub mod run;
@@ -31,6 +32,9 @@ pub enum Command {
     /// Oracle VM messaging command line (drop-in for `ovmd`).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Ovmd(ovmd::Args),
+    /// Run one action or watch session events directly (for tests and image checks).
+    #[command(hide = true)]
+    Debug(debug::Args),
 }
 
 /// `--version` text: the version and the protocols compiled in.
@@ -44,6 +48,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info(a) => info::run(a),
         Command::Run(a) => run::run(a),
         Command::Ovmd(a) => ovmd::run(a, cli.log_level.as_deref()),
+        Command::Debug(a) => debug::run(a),
     }
 }
 

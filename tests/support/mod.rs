@@ -101,3 +101,10 @@ pub fn venv_python() -> Option<PathBuf> {
     let py = venv.join("bin/python");
     py.exists().then_some(py)
 }
+
+// The VM helpers of tests/power.rs and tests/logind.rs: they panic on purpose (a failed step is
+// a failed test).
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod guest_shell;
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod systemd_vm;

@@ -2,8 +2,16 @@
 //! need, shared by every protocol.
 
 pub mod instance;
+#[cfg(feature = "dbus")]
+pub mod logind;
+#[cfg(target_os = "linux")]
+pub mod power;
+#[cfg(all(target_os = "linux", feature = "dbus"))]
+pub mod session;
+pub mod session_events;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::action::Dispatcher;
@@ -104,5 +112,15 @@ pub fn default_dispatcher(cfg: &ActionsConfig, events: &EventBus) -> Dispatcher 
             programs,
         )));
     }
+    #[cfg(target_os = "linux")]
+    d.register(Arc::new(power::PowerHandler::new(
+        power::PowerConfig {
+            paths: cfg.paths.clone(),
+            ..Default::default()
+        },
+        events.clone(),
+    )));
+    #[cfg(all(target_os = "linux", feature = "dbus"))]
+    d.register(Arc::new(session::SessionHandler::new()));
     d
 }
