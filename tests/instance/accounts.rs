@@ -325,3 +325,62 @@ fn missing_files_fail_clearly() {
         s => panic!("{s:?}"),
     }
 }
+
+#[test]
+fn concurrent_adds_all_land() {
+    let r = fixtures::debian();
+    let paths = r.paths();
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let paths = paths.clone();
+            s.spawn(move || {
+                let spec = UserSpec {
+                    name: format!("user{i}"),
+                    password: Some(Password::plain(format!("pw{i}"))),
+                    groups: vec!["users".into()],
+                };
+                accounts::add_user(&paths, &spec).unwrap();
+            });
+        }
+    });
+    let passwd = r.read("etc/passwd");
+    for i in 0..8 {
+        assert_eq!(
+            passwd.matches(&format!("\nuser{i}:")).count(),
+            1,
+            "{passwd}"
+        );
+    }
+    let users = r.read("etc/group");
+    let members = users.lines().find(|l| l.starts_with("users:")).unwrap();
+    assert_eq!(
+        members.split(':').nth(3).unwrap().split(',').count(),
+        8,
+        "{members}"
+    );
+    pwck_grpck(&r);
+}
+
+#[test]
+fn waits_for_a_lock_held_by_another_process() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let r = fixtures::oracle_linux();
+    let mut holder = Command::new("sleep").arg("30").spawn().unwrap();
+    r.write("etc/shadow.lock", &holder.id().to_string());
+    let released = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            released.store(true, Ordering::SeqCst);
+            fs::remove_file(r.p("etc/shadow.lock")).unwrap();
+        });
+        accounts::set_password(&r.paths(), "root", &Password::plain("after-wait")).unwrap();
+        assert!(
+            released.load(Ordering::SeqCst),
+            "wrote while another process held the lock"
+        );
+    });
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_hash_matches(&shadow_field(&r, "root")[1], "after-wait");
+}

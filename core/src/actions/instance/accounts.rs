@@ -91,6 +91,7 @@ fn days_since_epoch() -> u64 {
 
 /// The four account files of a root, held locked while alive.
 pub struct AccountFiles {
+    _in_process: std::sync::MutexGuard<'static, ()>,
     paths: Paths,
     _pwd_lock: File,
     file_locks: Vec<PathBuf>,
@@ -114,6 +115,10 @@ impl std::fmt::Debug for AccountFiles {
 }
 
 const NAMES: [&str; 4] = ["passwd", "shadow", "group", "gshadow"];
+
+/// fcntl locks are per process, so threads of guestd (a configure run and a SetPassword) are
+/// serialised here before they take the system-wide locks.
+static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const LOCK_WAIT: Duration = Duration::from_secs(15);
 
 fn lines(text: Option<&String>) -> Vec<String> {
@@ -125,6 +130,7 @@ impl AccountFiles {
     /// Lock and read the account files of `paths`. Fails if `/etc/passwd` or `/etc/group` is
     /// missing or the lock cannot be had within 15 s.
     pub fn open(paths: &Paths) -> Result<Self, AccountError> {
+        let guard = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
         let pwd_lock = lckpwdf(&paths.etc(".pwd.lock"))?;
         let mut file_locks = Vec::new();
         let mut orig: [Option<String>; 4] = [None, None, None, None];
@@ -154,6 +160,7 @@ impl AccountFiles {
             return Err(e);
         }
         let files = AccountFiles {
+            _in_process: guard,
             paths: paths.clone(),
             _pwd_lock: pwd_lock,
             file_locks,
@@ -342,7 +349,10 @@ fn lckpwdf(path: &Path) -> Result<File, AccountError> {
 fn lock_file(file: &Path) -> Result<PathBuf, AccountError> {
     let pid = std::process::id();
     let lock = PathBuf::from(format!("{}.lock", file.display()));
-    let tmp = PathBuf::from(format!("{}.{pid}", file.display()));
+    // Unique per call: only the lock's content (the pid) is read by other tools.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = PathBuf::from(format!("{}.{pid}.{n}", file.display()));
     let werr = |source: io::Error, path: &Path| AccountError::Write {
         path: path.to_path_buf(),
         source,
