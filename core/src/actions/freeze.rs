@@ -493,18 +493,23 @@ impl ActionHandler for FreezeHandler {
     }
 
     async fn run(&self, action: Action) -> Result<Outcome, ActionError> {
-        match action {
+        // Freeze and thaw run as tasks of their own: a caller that gives up waiting (a
+        // per-command deadline, a client gone) must not cancel them half-way, which could
+        // leave filesystems frozen with no watchdog armed.
+        let freezer = Arc::clone(&self.freezer);
+        let task = match action {
             Action::FsFreeze { mountpoints } => {
-                self.freezer.freeze(mountpoints).await.map(Outcome::Count)
+                tokio::spawn(async move { freezer.freeze(mountpoints).await })
             }
-            Action::FsThaw => self
-                .freezer
-                .thaw(ThawReason::Request)
-                .await
-                .map(Outcome::Count),
-            Action::FsFreezeStatus => Ok(Outcome::FreezeStatus(self.freezer.status())),
-            _ => Err(ActionError::Unsupported),
-        }
+            Action::FsThaw => tokio::spawn(async move { freezer.thaw(ThawReason::Request).await }),
+            Action::FsFreezeStatus => {
+                return Ok(Outcome::FreezeStatus(self.freezer.status()));
+            }
+            _ => return Err(ActionError::Unsupported),
+        };
+        task.await
+            .map_err(|e| ActionError::Failed(format!("freeze task failed: {e}")))?
+            .map(Outcome::Count)
     }
 }
 
@@ -912,6 +917,24 @@ mod tests {
         assert!(!state.exists());
         assert!(f.ops.depth.lock().unwrap().is_empty());
         assert_eq!(f.hook_log(), "freeze\nthaw\n");
+    }
+
+    #[tokio::test]
+    async fn a_caller_giving_up_does_not_cancel_a_freeze() {
+        let f = fixture(&[], Some("sleep 1"), Some(Duration::from_secs(600)));
+        let mut d = Dispatcher::new();
+        register(&mut d, &f.freezer);
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(200),
+            d.dispatch(Action::FsFreeze { mountpoints: None }),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the hook takes a second");
+        // The freeze still completes, watchdog armed.
+        drop(f.freezer.op.lock().await);
+        assert_eq!(f.freezer.status(), FreezeStatus::Frozen);
+        assert!(f.freezer.op.lock().await.is_some(), "watchdog armed");
+        assert_eq!(d.dispatch(Action::FsThaw).await.unwrap(), Outcome::Count(3));
     }
 
     #[tokio::test]
