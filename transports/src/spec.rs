@@ -1,5 +1,12 @@
 //! The channel grammar shared by the CLI and the configuration file:
-//! `virtio:NAME`, `serial:PATH`, `unix-listen:PATH`, `unix-connect:PATH`, `vsock-listen:PORT`.
+//!
+//! | SPEC | transport |
+//! |---|---|
+//! | `virtio:NAME[,NAME...]` (also `virtio-serial:`) | virtio-serial port found by the first NAME that exists; a NAME containing `/` is a device path |
+//! | `serial:PATH` (also `isa-serial:`) | a tty in raw mode (`/dev/ttyS1`) |
+//! | `unix-listen:PATH` | listening unix socket, mode 0600, several clients at once |
+//! | `unix-connect:PATH` | unix socket the agent connects to |
+//! | `vsock-listen:PORT` or `vsock-listen:CID:PORT` | listening vsock port, any CID (the CID is ignored, as qemu-ga's) |
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,12 +15,16 @@ use std::sync::Arc;
 
 use guestd_core::contract::ByteTransport;
 
+use crate::serial::SerialLine;
 use crate::unix::{UnixConnect, UnixListen};
+use crate::virtio::{VirtioOptions, VirtioPort};
+use crate::vsock::VsockListen;
 
 /// Where a byte-stream protocol is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelSpec {
-    /// A virtio-serial port found by name.
+    /// A virtio-serial port found by name: one name, or several separated by `,` in
+    /// preference order (see [`ChannelSpec::virtio_names`]).
     Virtio(String),
     /// A serial line (isa-serial `/dev/ttyS1`, or any tty).
     Serial(PathBuf),
@@ -42,7 +53,12 @@ impl FromStr for ChannelSpec {
             return Err(bad());
         }
         Ok(match kind {
-            "virtio" | "virtio-serial" => ChannelSpec::Virtio(rest.to_owned()),
+            "virtio" | "virtio-serial" => {
+                if rest.split(',').any(str::is_empty) {
+                    return Err(bad());
+                }
+                ChannelSpec::Virtio(rest.to_owned())
+            }
             "serial" | "isa-serial" => ChannelSpec::Serial(rest.into()),
             "unix-listen" => ChannelSpec::UnixListen(rest.into()),
             "unix-connect" => ChannelSpec::UnixConnect(rest.into()),
@@ -53,6 +69,26 @@ impl FromStr for ChannelSpec {
             }
             _ => return Err(bad()),
         })
+    }
+}
+
+impl ChannelSpec {
+    /// A virtio-serial channel found by the first of `names` that exists.
+    pub fn virtio_any(names: &[&str]) -> Self {
+        ChannelSpec::Virtio(names.join(","))
+    }
+
+    /// The candidate port names of a virtio channel, in preference order.
+    pub fn virtio_names(&self) -> Option<Vec<String>> {
+        match self {
+            ChannelSpec::Virtio(list) => Some(
+                list.split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -75,6 +111,12 @@ pub struct TransportOptions {
     pub paths: guestd_core::Paths,
     /// Clients served at once on listening sockets.
     pub max_clients: usize,
+    /// Permission bits of a listening unix socket.
+    pub socket_mode: u32,
+    /// Speed of a serial line.
+    pub serial_baud: u32,
+    /// virtio-serial tunables.
+    pub virtio: VirtioOptions,
 }
 
 impl Default for TransportOptions {
@@ -82,6 +124,9 @@ impl Default for TransportOptions {
         Self {
             paths: guestd_core::Paths::system(),
             max_clients: 16,
+            socket_mode: crate::unix::DEFAULT_SOCKET_MODE,
+            serial_baud: crate::serial::DEFAULT_BAUD,
+            virtio: VirtioOptions::default(),
         }
     }
 }
@@ -94,15 +139,29 @@ pub enum BuildError {
     Unavailable(String),
 }
 
-/// Build the transport a spec names.
+/// Build the transport a spec names. Nothing is opened or bound until its first `accept`.
 pub fn build(
     spec: &ChannelSpec,
     opts: &TransportOptions,
 ) -> Result<Arc<dyn ByteTransport>, BuildError> {
     Ok(match spec {
-        ChannelSpec::UnixListen(p) => Arc::new(UnixListen::new(p.clone(), opts.max_clients)),
+        ChannelSpec::Virtio(_) => Arc::new(VirtioPort::with_options(
+            spec.virtio_names().unwrap_or_default(),
+            opts.paths.clone(),
+            opts.virtio.clone(),
+        )),
+        ChannelSpec::Serial(p) => {
+            Arc::new(SerialLine::new(p.clone(), &opts.paths, opts.serial_baud))
+        }
+        ChannelSpec::UnixListen(p) => Arc::new(UnixListen::with_mode(
+            p.clone(),
+            opts.max_clients,
+            opts.socket_mode,
+        )),
         ChannelSpec::UnixConnect(p) => Arc::new(UnixConnect::new(p.clone())),
-        other => return Err(BuildError::Unavailable(other.to_string())),
+        ChannelSpec::VsockListen(port) => {
+            Arc::new(VsockListen::new(*port, &opts.paths, opts.max_clients))
+        }
     })
 }
 
@@ -132,6 +191,23 @@ mod tests {
             "vsock-listen:1234".parse(),
             Ok(ChannelSpec::VsockListen(1234))
         );
+        assert_eq!(
+            "virtio:ovirt-guest-agent.0,com.redhat.rhevm.vdsm"
+                .parse::<ChannelSpec>()
+                .unwrap()
+                .virtio_names(),
+            Some(vec![
+                "ovirt-guest-agent.0".to_owned(),
+                "com.redhat.rhevm.vdsm".to_owned()
+            ])
+        );
+        assert_eq!(
+            "isa-serial:/dev/ttyS2".parse(),
+            Ok(ChannelSpec::Serial("/dev/ttyS2".into()))
+        );
+        assert!("virtio:a,,b".parse::<ChannelSpec>().is_err());
+        assert!("virtio:a,".parse::<ChannelSpec>().is_err());
+        assert!("vsock-listen:x".parse::<ChannelSpec>().is_err());
         assert!("bogus:x".parse::<ChannelSpec>().is_err());
         assert!("virtio:".parse::<ChannelSpec>().is_err());
         assert!("noseparator".parse::<ChannelSpec>().is_err());
@@ -145,8 +221,49 @@ mod tests {
             "unix-listen:/x",
             "unix-connect:/y",
             "vsock-listen:5",
+            "virtio:a,b",
         ] {
             assert_eq!(s.parse::<ChannelSpec>().unwrap().to_string(), s);
         }
+        assert_eq!(
+            ChannelSpec::virtio_any(&["a", "b"]).to_string(),
+            "virtio:a,b"
+        );
+    }
+
+    /// Every kind builds, describes itself as its spec, and probing opens nothing.
+    #[tokio::test]
+    async fn every_kind_builds_and_probes_without_opening() {
+        use guestd_core::contract::Probe;
+        let t = tempfile::tempdir().unwrap();
+        let opts = TransportOptions {
+            paths: guestd_core::Paths::under(t.path()),
+            ..TransportOptions::default()
+        };
+        let sock = t.path().join("l.sock");
+        for s in [
+            "virtio:org.qemu.guest_agent.0".to_owned(),
+            "virtio:a,b".to_owned(),
+            "serial:/dev/ttyS1".to_owned(),
+            format!("unix-listen:{}", sock.display()),
+            format!("unix-connect:{}", t.path().join("c.sock").display()),
+            "vsock-listen:1234".to_owned(),
+        ] {
+            let spec: ChannelSpec = s.parse().unwrap();
+            let tr = build(&spec, &opts).unwrap();
+            assert_eq!(tr.describe(), s);
+            let probe = tr.probe().await;
+            if s.starts_with("unix-listen") {
+                assert!(matches!(probe, Probe::Present { .. }), "{s}: {probe:?}");
+            } else {
+                // Nothing exists under the empty fixture root.
+                assert!(matches!(probe, Probe::Absent { .. }), "{s}: {probe:?}");
+            }
+        }
+        assert!(!sock.exists(), "probe bound the socket");
+        let many = build(&ChannelSpec::UnixListen(sock), &opts).unwrap();
+        assert_eq!(many.max_sessions(), 16);
+        let port = build(&"virtio:x".parse().unwrap(), &opts).unwrap();
+        assert_eq!(port.max_sessions(), 1);
     }
 }

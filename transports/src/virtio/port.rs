@@ -1,0 +1,292 @@
+//! An open virtio-serial port: the host-connection wait and the per-session stream.
+//!
+//! Linux `virtio_console` semantics this code is built on (qga.md §1, ovirt.md §1.3):
+//! - while no host is attached to the port's chardev, `read()` with nothing buffered returns 0,
+//!   `poll()` reports `POLLHUP` continuously (level-triggered), writes return `EAGAIN`;
+//! - host connect and disconnect wake the port's wait queue (so epoll sees them);
+//! - `write()` takes at most 32 KiB per call;
+//! - a hot-unplugged port keeps reporting `POLLHUP` and fails I/O with `ENODEV`, and its sysfs
+//!   directory disappears.
+//!
+//! tokio's readiness cannot wait for the host to come back: it treats `EPOLLHUP` as a final
+//! "closed" state that `clear_ready` never clears, so an `AsyncFd` on a port without host is
+//! ready forever and a loop on it spins. Instead, host arrival is awaited on a private epoll
+//! instance holding the port edge-triggered (quiet until the next wake-up of the port), itself
+//! registered with tokio; and each host session gets a fresh `AsyncFd` registration on a
+//! duplicate of the port's fd, whose sticky "closed" state then means exactly "this host left".
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::time::{Sleep, sleep};
+
+/// The kernel accepts at most this much per `write()` on a port.
+pub const MAX_WRITE: usize = 32 * 1024;
+
+/// How long a write waits for writability before trying again without a wake-up: kernels
+/// before the 2025 `port_fops_poll` fix can lose the `EPOLLOUT` wake-up.
+const WRITE_RECHECK: Duration = Duration::from_millis(250);
+
+/// Whether a host is attached to the port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostState {
+    /// A host is attached: I/O flows.
+    Connected,
+    /// No host (or the port was unplugged): `POLLHUP`.
+    Absent,
+}
+
+/// The port's state now, without blocking.
+pub fn host_state(fd: &impl AsFd) -> io::Result<HostState> {
+    let mut fds = [PollFd::new(
+        fd.as_fd(),
+        PollFlags::POLLIN | PollFlags::POLLOUT,
+    )];
+    loop {
+        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let rev = fds[0].revents().unwrap_or(PollFlags::empty());
+    if rev.contains(PollFlags::POLLNVAL) {
+        return Err(Errno::EBADF.into());
+    }
+    Ok(if rev.contains(PollFlags::POLLHUP) {
+        HostState::Absent
+    } else {
+        HostState::Connected
+    })
+}
+
+/// An epoll fd usable with `AsyncFd`.
+struct EpollFd(Epoll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
+/// Waits, without polling in a loop, for the port's wait queue to be woken (host connect or
+/// disconnect, data, unplug).
+pub struct HostWaiter {
+    epoll: AsyncFd<EpollFd>,
+}
+
+impl fmt::Debug for HostWaiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostWaiter")
+            .field("epoll", &self.epoll.get_ref().as_raw_fd())
+            .finish()
+    }
+}
+
+impl HostWaiter {
+    /// Watch `port` (edge-triggered, so a standing `POLLHUP` reports once, not forever).
+    pub fn new(port: &impl AsFd) -> io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(
+            port.as_fd(),
+            EpollEvent::new(
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLET,
+                0,
+            ),
+        )?;
+        // SAFETY: `EpollFd` owns the epoll fd; it stays open, and `as_raw_fd` returns it, for
+        // as long as the `AsyncFd` holds it (it is never replaced).
+        let epoll = unsafe { AsyncFd::register_with_interest(EpollFd(epoll), Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Self { epoll })
+    }
+
+    /// Forget the wake-ups seen so far.
+    fn drain(&self) {
+        let mut events = [EpollEvent::empty(); 4];
+        while let Ok(n) = self.epoll.get_ref().0.wait(&mut events, EpollTimeout::ZERO) {
+            if n < events.len() {
+                break;
+            }
+        }
+    }
+
+    /// Wait until `port` has a host, re-checking at least every `recheck` (a safety net for
+    /// a lost wake-up; also when `still_there` notices an unplug). Returns `Ok(false)` when
+    /// `still_there` says the port is gone.
+    pub async fn wait_for_host(
+        &self,
+        port: &impl AsFd,
+        recheck: Duration,
+        mut still_there: impl FnMut() -> bool,
+    ) -> io::Result<bool> {
+        loop {
+            // Drain before checking, so a wake-up after the check is not lost.
+            self.drain();
+            if host_state(port)? == HostState::Connected {
+                return Ok(true);
+            }
+            if !still_there() {
+                return Ok(false);
+            }
+            tokio::select! {
+                r = self.epoll.readable() => r?.clear_ready(),
+                _ = sleep(recheck) => {}
+            }
+        }
+    }
+}
+
+/// One host session on a port: reads end (EOF) when the host leaves.
+pub struct PortStream {
+    fd: AsyncFd<OwnedFd>,
+    what: String,
+    recheck: Option<Pin<Box<Sleep>>>,
+}
+
+impl fmt::Debug for PortStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortStream")
+            .field("port", &self.what)
+            .field("fd", &self.fd.get_ref().as_raw_fd())
+            .finish()
+    }
+}
+
+impl PortStream {
+    /// A session on `fd`, a duplicate of the port's non-blocking fd (dropping the session
+    /// closes only the duplicate: the port stays open).
+    pub fn new(fd: OwnedFd, what: String) -> io::Result<Self> {
+        // SAFETY: the `OwnedFd` is owned by the `AsyncFd` and closed only when it is dropped.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        Ok(Self {
+            fd,
+            what,
+            recheck: None,
+        })
+    }
+
+    fn host_left() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "host disconnected from the port")
+    }
+
+    fn try_write(&self, buf: &[u8]) -> Result<usize, Errno> {
+        loop {
+            match nix::unistd::write(self.fd.get_ref(), buf) {
+                Err(Errno::EINTR) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Arms (if needed) and polls the write re-check timer; `Ready` when it fired.
+    fn poll_recheck(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let t = self
+            .recheck
+            .get_or_insert_with(|| Box::pin(sleep(WRITE_RECHECK)));
+        ready!(t.as_mut().poll(cx));
+        self.recheck = None;
+        Poll::Ready(())
+    }
+}
+
+impl AsyncRead for PortStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            let mut guard = ready!(this.fd.poll_read_ready(cx))?;
+            let closed = guard.ready().is_read_closed();
+            let unfilled = buf.initialize_unfilled();
+            match nix::unistd::read(this.fd.get_ref(), unfilled) {
+                // 0: the host left (nothing buffered and no host): end of this session.
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) if closed => {
+                    // The host left (tokio saw POLLHUP) and a new one is already attached:
+                    // end this session; the next accept starts a clean one.
+                    return Poll::Ready(Ok(()));
+                }
+                Err(Errno::EAGAIN) => guard.clear_ready(),
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PortStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        // Short writes are normal here: the caller loops (AsyncWrite contract).
+        let buf = &buf[..buf.len().min(MAX_WRITE)];
+        loop {
+            match this.fd.poll_write_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    let closed = guard.ready().is_write_closed();
+                    match this.try_write(buf) {
+                        Ok(n) => {
+                            this.recheck = None;
+                            return Poll::Ready(Ok(n));
+                        }
+                        Err(Errno::EAGAIN) => {
+                            if closed || host_state(this.fd.get_ref())? == HostState::Absent {
+                                return Poll::Ready(Err(Self::host_left()));
+                            }
+                            guard.clear_ready();
+                        }
+                        Err(e) => return Poll::Ready(Err(e.into())),
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    ready!(this.poll_recheck(cx));
+                    match this.try_write(buf) {
+                        Ok(n) => return Poll::Ready(Ok(n)),
+                        Err(Errno::EAGAIN) => {
+                            if host_state(this.fd.get_ref())? == HostState::Absent {
+                                return Poll::Ready(Err(Self::host_left()));
+                            }
+                            // Not writable yet: arm the timer again and keep waiting.
+                            ready!(this.poll_recheck(cx));
+                        }
+                        Err(e) => return Poll::Ready(Err(e.into())),
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Closing the port would tell the host the agent went away: the session just ends.
+        Poll::Ready(Ok(()))
+    }
+}
