@@ -44,6 +44,20 @@ pub fn plan_scan(last_read: u64, last_write: u64, children: &[String]) -> Scan {
     }
 }
 
+/// A short salted fingerprint of a message, to recognise one already taken. 32 bits: enough
+/// to tell two messages apart, too few to serve as a verifier of a password it covers.
+pub fn fingerprint(salt: u64, key: &str, value: &str) -> u32 {
+    use std::hash::{Hash, Hasher};
+    // `DefaultHasher::new` is the same in every run of one build (a different build at
+    // worst takes one leftover message once more).
+    let mut h = std::hash::DefaultHasher::new();
+    salt.hash(&mut h);
+    key.hash(&mut h);
+    value.hash(&mut h);
+    let x = h.finish();
+    (x ^ (x >> 32)) as u32
+}
+
 /// One reassembled message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
@@ -259,6 +273,15 @@ mod tests {
                 true
             )
         );
+    }
+
+    #[test]
+    fn fingerprints() {
+        let a = fingerprint(1, "k", "v");
+        assert_eq!(a, fingerprint(1, "k", "v"));
+        assert_ne!(a, fingerprint(2, "k", "v"));
+        assert_ne!(a, fingerprint(1, "k", "w"));
+        assert_ne!(fingerprint(1, "kv", ""), fingerprint(1, "k", "v"));
     }
 
     #[test]

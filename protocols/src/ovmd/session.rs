@@ -21,8 +21,9 @@ use guestd_core::params::{self, Origin, Outgoing, ParamStore, State, StoreError}
 use tracing::{debug, info, warn};
 
 use super::Ovmd;
+use super::event::EVENT_NAME;
 use super::first_boot::{self, ROOT_PASSWORD};
-use super::inbound::{Assembly, Inbound, Reject, plan_scan};
+use super::inbound::{Assembly, Inbound, Reject, fingerprint, plan_scan};
 use super::layout::{self, EVENT_VALUE_MAX};
 use super::outbound;
 
@@ -36,6 +37,36 @@ pub const BOOT_ID: &str = "ovmd.boot_id";
 pub const DOMID: &str = "ovmd.domid";
 /// Store mark: the root password arrived and first-boot configuration still has to run.
 pub const CONFIGURE: &str = "ovmd.configure";
+/// Store mark: `<n>:<fingerprint>` of the last message taken, to tell a leftover of our own
+/// from a new message under the same number.
+pub const LAST_TAKEN: &str = "ovmd.last_taken";
+/// Store mark: the random salt of the fingerprints.
+pub const SALT: &str = "ovmd.salt";
+
+enum Fetched {
+    Msg(Inbound, bool),
+    Skip(String),
+}
+
+fn salt(st: &State) -> u64 {
+    st.marks
+        .get(SALT)
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .unwrap_or(0)
+}
+
+/// `<n>:<fingerprint>`, or `<n>:skip` for a message that was skipped.
+fn taken_mark(n: u64, msg: Option<(u64, &Inbound)>) -> String {
+    match msg {
+        Some((salt, Inbound::Param { key, value })) => {
+            format!("{n}:{:08x}", fingerprint(salt, key, value))
+        }
+        Some((salt, Inbound::Event { value })) => {
+            format!("{n}:{:08x}", fingerprint(salt, EVENT_NAME, value))
+        }
+        None => format!("{n}:skip"),
+    }
+}
 
 fn store_err(e: StoreError) -> ProtocolError {
     ProtocolError::Other(guestd_core::runtime::display_chain(&e))
@@ -97,8 +128,17 @@ impl<'a> Session<'a> {
             Err(e) if fatal(&e) => return Err(e.into()),
             Err(_) => None,
         };
+        let fresh_salt = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
         let changed = self
             .update(move |st| {
+                st.marks
+                    .entry(SALT.to_owned())
+                    .or_insert_with(|| format!("{fresh_salt:016x}"));
                 let mut changed = Vec::new();
                 for (mark, now) in [(BOOT_ID, boot), (DOMID, domid)] {
                     let Some(now) = now else { continue };
@@ -137,12 +177,8 @@ impl<'a> Session<'a> {
             );
             return Ok(());
         };
-        let last_read = self
-            .params()
-            .load_async()
-            .await
-            .map_err(store_err)?
-            .cursor(LAST_READ);
+        let st = self.params().load_async().await.map_err(store_err)?;
+        let mut last_read = st.cursor(LAST_READ);
         if last_write == last_read && !self.first_scan {
             return Ok(());
         }
@@ -155,15 +191,36 @@ impl<'a> Session<'a> {
                 return Ok(());
             }
         };
-        let plan = plan_scan(last_read, last_write, &children);
+        let mut plan = plan_scan(last_read, last_write, &children);
         if plan.reset {
             info!(
                 last_read,
                 last_write,
                 "to-guest/last-write went back (resume or migration): numbering restarts"
             );
-            self.update(|st| {
-                st.cursors.insert(LAST_READ.to_owned(), 0);
+            last_read = 0;
+        } else if self.first_scan && last_read > 0 && plan.taken.contains(&last_read) {
+            // The last message taken is still there: a restart between storing and removing
+            // it, or a fresh tree whose numbering reached the same point. Its fingerprint
+            // tells which.
+            let mark = st.marks.get(LAST_TAKEN).cloned();
+            let salt = salt(&st);
+            let seen = match self.fetch(last_read).await? {
+                Fetched::Msg(msg, _) => taken_mark(last_read, Some((salt, &msg))),
+                Fetched::Skip(_) => taken_mark(last_read, None),
+            };
+            if mark.as_deref() != Some(seen.as_str()) {
+                info!(
+                    n = last_read,
+                    "to-guest was replaced under the same numbers (resume, migration or a new xenstore): numbering restarts"
+                );
+                last_read = 0;
+                plan = plan_scan(0, last_write, &children);
+            }
+        }
+        if last_read != st.cursor(LAST_READ) {
+            self.update(move |st| {
+                st.cursors.insert(LAST_READ.to_owned(), last_read);
             })
             .await?;
         }
@@ -204,52 +261,59 @@ impl<'a> Session<'a> {
 
     async fn skip(&mut self, n: u64, why: &str) -> Result<(), ProtocolError> {
         warn!(n, reason = why, "manager message skipped");
+        let mark = taken_mark(n, None);
         self.update(move |st| {
             st.cursors.insert(LAST_READ.to_owned(), n);
+            st.marks.insert(LAST_TAKEN.to_owned(), mark);
         })
         .await?;
         self.acknowledge(n).await
     }
 
-    async fn take(&mut self, n: u64) -> Result<(), ProtocolError> {
+    /// Read and reassemble message `n`, as the driver does: the key, the number of chunks
+    /// from a listing, then chunks `0..count` by index.
+    async fn fetch(&mut self, n: u64) -> Result<Fetched, ProtocolError> {
         let node = layout::to_guest(n);
         let key = match self.kv.read(&node).await {
             Ok(k) => k,
             Err(e) if fatal(&e) => return Err(e.into()),
-            Err(e) => return self.skip(n, &format!("cannot read it: {e}")).await,
+            Err(e) => return Ok(Fetched::Skip(format!("cannot read it: {e}"))),
         };
         let mut asm = match Assembly::new(&key) {
             Ok(a) => a,
-            Err(r) => return self.skip(n, &r.to_string()).await,
+            Err(r) => return Ok(Fetched::Skip(r.to_string())),
         };
         let count = match self.kv.directory(&node).await {
             Ok(c) => c.len(),
             Err(e) if fatal(&e) => return Err(e.into()),
-            Err(e) => return self.skip(n, &format!("cannot list its chunks: {e}")).await,
+            Err(e) => return Ok(Fetched::Skip(format!("cannot list its chunks: {e}"))),
         };
         if let Err(r) = asm.expect_chunks(count) {
-            return self.skip(n, &r.to_string()).await;
+            return Ok(Fetched::Skip(r.to_string()));
         }
-        // By index, as the driver does: the names listed only give the count.
         for index in 0..count {
             let chunk = match self.kv.read(&layout::to_guest_chunk(n, index)).await {
                 Ok(c) => c,
                 Err(e) if fatal(&e) => return Err(e.into()),
                 Err(KvError::NotFound(_)) => {
                     let r = Reject::MissingChunk { index, count };
-                    return self.skip(n, &r.to_string()).await;
+                    return Ok(Fetched::Skip(r.to_string()));
                 }
-                Err(e) => {
-                    return self
-                        .skip(n, &format!("cannot read chunk {index}: {e}"))
-                        .await;
-                }
+                Err(e) => return Ok(Fetched::Skip(format!("cannot read chunk {index}: {e}"))),
             };
             if let Err(r) = asm.push(&chunk) {
-                return self.skip(n, &r.to_string()).await;
+                return Ok(Fetched::Skip(r.to_string()));
             }
         }
         let (msg, lossy) = asm.finish();
+        Ok(Fetched::Msg(msg, lossy))
+    }
+
+    async fn take(&mut self, n: u64) -> Result<(), ProtocolError> {
+        let (msg, lossy) = match self.fetch(n).await? {
+            Fetched::Msg(m, lossy) => (m, lossy),
+            Fetched::Skip(why) => return self.skip(n, &why).await,
+        };
         if lossy && !self.warned_utf8 {
             warn!(
                 n,
@@ -257,6 +321,8 @@ impl<'a> Session<'a> {
             );
             self.warned_utf8 = true;
         }
+        let salt = salt(&self.params().load_async().await.map_err(store_err)?);
+        let mark = taken_mark(n, Some((salt, &msg)));
         match msg {
             Inbound::Param { key, value } => {
                 let trigger = key == ROOT_PASSWORD;
@@ -264,6 +330,7 @@ impl<'a> Session<'a> {
                 self.update(move |st| {
                     st.set(&k, &value, Origin::Received);
                     st.cursors.insert(LAST_READ.to_owned(), n);
+                    st.marks.insert(LAST_TAKEN.to_owned(), mark);
                     if trigger {
                         st.marks.insert(CONFIGURE.to_owned(), "pending".into());
                     }
@@ -280,6 +347,7 @@ impl<'a> Session<'a> {
             Inbound::Event { value } => {
                 self.update(move |st| {
                     st.cursors.insert(LAST_READ.to_owned(), n);
+                    st.marks.insert(LAST_TAKEN.to_owned(), mark);
                 })
                 .await?;
                 self.acknowledge(n).await?;
