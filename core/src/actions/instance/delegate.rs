@@ -37,6 +37,18 @@ pub fn delegate_to_ovm_template_config(tool: &std::path::Path, list: &Secret) ->
     report
 }
 
+/// Run `<tool> cleanup`: Oracle's modules clean up their own state (ovmd.md §6 q10).
+pub fn delegate_cleanup_to_ovm_template_config(tool: &std::path::Path) -> Report {
+    let mut report = Report::default();
+    let item = "ovm-template-config cleanup";
+    match run(tool, &["cleanup"], None) {
+        Ok(0) => report.applied(Module::Delegate, item),
+        Ok(code) => report.failed(Module::Delegate, item, format!("exit status {code}")),
+        Err(e) => report.failed(Module::Delegate, item, e),
+    }
+    report
+}
+
 /// Run a program with optional input, output discarded, waiting up to [`TIMEOUT`]. Returns
 /// the exit code (-1 for a signal).
 pub fn run(program: &std::path::Path, args: &[&str], input: Option<&[u8]>) -> Result<i32, String> {

@@ -334,6 +334,18 @@ pub fn run_request(req: &InstanceRequest, paths: &Paths) -> Report {
     configure(&req.config, paths)
 }
 
+/// guestd's cleanup, then Oracle's `ovm-template-config cleanup` when it is installed in the
+/// running system (its modules may keep state of their own).
+pub fn run_cleanup(paths: &Paths) -> Report {
+    let mut report = cleanup(paths);
+    if let Some(tool) = ovm_template_config(paths)
+        && paths.is_system()
+    {
+        report.extend(delegate::delegate_cleanup_to_ovm_template_config(&tool));
+    }
+    report
+}
+
 #[async_trait]
 impl ActionHandler for InstanceHandler {
     fn kinds(&self) -> &[ActionKind] {
@@ -349,7 +361,7 @@ impl ActionHandler for InstanceHandler {
         let work = move || -> Result<Report, ActionError> {
             match action {
                 Action::ConfigureInstance(req) => Ok(run_request(&req, &paths)),
-                Action::CleanupInstance => Ok(cleanup(&paths)),
+                Action::CleanupInstance => Ok(run_cleanup(&paths)),
                 Action::SetInitialConfig(on) => {
                     let mut r = Report::default();
                     let res = if on {
