@@ -165,11 +165,7 @@ fn table(out: &mut String, title: &str, head: &[&str], body: &[Vec<String>]) {
         let mut s = String::from(" ");
         for (i, c) in cells.iter().enumerate() {
             let width = w.get(i).copied().unwrap_or(0);
-            if i + 1 == cells.len() {
-                let _ = write!(s, " {c}");
-            } else {
-                let _ = write!(s, " {c:<width$}");
-            }
+            let _ = write!(s, " {c:<width$} ");
         }
         s.trim_end().to_owned()
     };
