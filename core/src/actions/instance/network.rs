@@ -139,6 +139,23 @@ fn hosts_entries(entries: &[HostsEntry], paths: &Paths) -> io::Result<()> {
     }
     edit_hosts(paths, |lines| {
         for e in entries {
+            let addr_of = |l: &str| {
+                l.split_whitespace()
+                    .next()
+                    .and_then(|a| a.parse::<IpAddr>().ok())
+            };
+            if e.address.is_loopback()
+                && let Some(i) = lines.iter().position(|l| addr_of(l) == Some(e.address))
+            {
+                // Never drop `localhost`: add the names to the loopback line instead.
+                for n in &e.names {
+                    if !lines[i].split_whitespace().skip(1).any(|w| w == n) {
+                        lines[i].push(' ');
+                        lines[i].push_str(n);
+                    }
+                }
+                continue;
+            }
             lines.retain(|l| {
                 l.split_whitespace()
                     .next()
@@ -367,11 +384,9 @@ pub fn remove_ifupdown_device(text: &str, dev: &str) -> String {
             }
             out.push(line.to_string());
         } else if skipping && !first.starts_with('#') && !first.is_empty() {
+            // ifupdown attaches option lines to the last stanza even across blank lines.
             continue;
         } else {
-            if first.is_empty() {
-                skipping = false;
-            }
             out.push(line.to_string());
         }
     }
@@ -667,12 +682,36 @@ mod tests {
     }
 
     #[test]
+    fn hosts_loopback_keeps_localhost() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::under(d.path());
+        fs::create_dir_all(p.etc("")).unwrap();
+        fs::write(p.etc("hosts"), "127.0.0.1 localhost\n10.0.0.5 old\n").unwrap();
+        let e = |a: &str, n: &[&str]| HostsEntry {
+            address: a.parse().unwrap(),
+            names: n.iter().map(|s| s.to_string()).collect(),
+        };
+        hosts_entries(
+            &[
+                e("127.0.0.1", &["db01", "localhost"]),
+                e("10.0.0.5", &["new"]),
+            ],
+            &p,
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(p.etc("hosts")).unwrap(),
+            "127.0.0.1 localhost db01\n10.0.0.5\tnew\n"
+        );
+    }
+
+    #[test]
     fn stanza_removal() {
-        let text = "source /etc/network/interfaces.d/*\n\nauto lo eth0\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n\thwaddress ether 00:11:22:33:44:55\niface eth0 inet6 auto\n\nauto eth1\niface eth1 inet dhcp\n";
+        let text = "source /etc/network/interfaces.d/*\n\nauto lo eth0\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n\thwaddress ether 00:11:22:33:44:55\n\n# note\n\tmtu 1400\niface eth0 inet6 auto\n\nauto eth1\niface eth1 inet dhcp\n";
         let out = remove_ifupdown_device(text, "eth0");
         assert_eq!(
             out,
-            "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\niface eth0 inet6 auto\n\nauto eth1\niface eth1 inet dhcp\n"
+            "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n\n# note\niface eth0 inet6 auto\n\nauto eth1\niface eth1 inet dhcp\n"
         );
     }
 }
