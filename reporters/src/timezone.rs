@@ -297,7 +297,8 @@ impl PosixTz {
         })
     }
 
-    fn at(&self, t: i64) -> LocalType {
+    /// The local time type in force at `t`.
+    pub fn at(&self, t: i64) -> LocalType {
         let Some((dst, start, st, end, et)) = &self.dst else {
             return self.std.clone();
         };
