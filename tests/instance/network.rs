@@ -87,6 +87,10 @@ fn source(file: &std::path::Path, vars: &[&str]) -> Vec<String> {
 #[test]
 fn oracle_linux_ifcfg() {
     let r = fixtures::oracle_linux();
+    r.write(
+        "etc/sysconfig/network-scripts/ifcfg-eth0",
+        "# installer\nTYPE=Ethernet\nUUID=1e6c1d42-0b5c-4e1a-9d8c-0a1b2c3d4e5f\nIPV6INIT=yes\nDEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=no\nHWADDR=52:54:00:aa:bb:cc\nDNS3=10.9.9.9\n",
+    );
     let rep = configure(&config(), &r.paths());
     assert!(rep.is_success(), "{rep}");
     assert_eq!(r.read("etc/hostname"), "db01.example.com\n");
@@ -130,7 +134,20 @@ fn oracle_linux_ifcfg() {
             ""
         ]
     );
+    // What the manager did not set is kept; stale owned keys (MAC, third DNS) are gone.
+    assert_eq!(
+        source(&eth0, &["UUID", "IPV6INIT", "DNS3"]),
+        ["1e6c1d42-0b5c-4e1a-9d8c-0a1b2c3d4e5f", "yes", ""]
+    );
+    assert!(
+        r.read("etc/sysconfig/network-scripts/ifcfg-eth0")
+            .starts_with("# installer\n")
+    );
     let eth1 = r.p("etc/sysconfig/network-scripts/ifcfg-eth1");
+    assert!(
+        r.read("etc/sysconfig/network-scripts/ifcfg-eth1")
+            .starts_with("# Written by guestd")
+    );
     assert_eq!(
         source(&eth1, &["DEVICE", "ONBOOT", "BOOTPROTO", "IPADDR"]),
         ["eth1", "no", "dhcp", ""]
@@ -441,4 +458,29 @@ fn hostname_refused_when_invalid() {
     let rep = configure(&cfg, &r.paths());
     assert!(!rep.is_success());
     assert_eq!(r.read("etc/hostname"), "debian\n");
+}
+
+/// OL6-style: no os-release, only /etc/oracle-release; host name and zone in sysconfig.
+#[test]
+fn oracle_linux_6_legacy_files() {
+    let r = fixtures::oracle_linux();
+    fs::remove_file(r.p("etc/os-release")).unwrap();
+    r.write("etc/oracle-release", "Oracle Linux Server release 6.10\n");
+    fs::remove_file(r.p("etc/sysconfig/clock")).unwrap();
+    let cfg = InstanceConfig {
+        hostname: Some("ol6.example.com".into()),
+        timezone: Some("Europe/Paris".into()),
+        ..Default::default()
+    };
+    let rep = configure(&cfg, &r.paths());
+    assert!(rep.is_success(), "{rep}");
+    assert_eq!(
+        source(&r.p("etc/sysconfig/network"), &["HOSTNAME"]),
+        ["ol6.example.com"]
+    );
+    assert_eq!(
+        source(&r.p("etc/sysconfig/clock"), &["ZONE"]),
+        ["Europe/Paris"]
+    );
+    assert!(!r.exists("etc/timezone"));
 }

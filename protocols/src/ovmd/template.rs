@@ -566,3 +566,69 @@ where
     }
     Secret::new(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        let known: Vec<String> = KEYS
+            .iter()
+            .map(|k| {
+                if k.indexed {
+                    format!("{}.0", k.key)
+                } else {
+                    k.key.to_string()
+                }
+            })
+            .collect();
+        prop_oneof![proptest::sample::select(known), any::<String>()]
+    }
+
+    proptest! {
+        /// Whatever the manager sends, mapping never panics and nothing with a control
+        /// character, quote or `$` reaches a field that ends up in a configuration file.
+        #[test]
+        fn arbitrary_pairs_are_safe(pairs in proptest::collection::vec((key(), any::<String>()), 0..24)) {
+            let m = map_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let c = &m.config;
+            let unsafe_chars = |s: &str| s.chars().any(|ch| ch.is_control() || "\"'$`\\ ;".contains(ch));
+            let mut fields: Vec<&str> = Vec::new();
+            fields.extend(c.hostname.as_deref());
+            fields.extend(c.timezone.as_deref());
+            for h in &c.hosts { fields.extend(h.names.iter().map(String::as_str)); }
+            for d in &c.devices {
+                fields.push(&d.name);
+                fields.extend(d.dns_search.iter().map(String::as_str));
+                fields.extend(d.hwaddr.as_deref());
+            }
+            for s in c.ntp_servers.iter().flatten() { fields.push(s); }
+            for u in &c.users {
+                fields.push(&u.name);
+                fields.extend(u.groups.iter().map(String::as_str));
+            }
+            for f in fields {
+                prop_assert!(!unsafe_chars(f), "unsafe value reached the config: {f:?}");
+            }
+            for (k, _) in &m.invalid {
+                prop_assert!(pairs.iter().any(|(pk, _)| pk == k) || k.starts_with("com.oracle.linux."));
+            }
+        }
+    }
+
+    #[test]
+    fn datetimes() {
+        assert_eq!(
+            parse_datetime("2011-4-7-9-2-42"),
+            DateTime::new(2011, 4, 7, 9, 2, 42)
+        );
+        assert_eq!(
+            parse_datetime("2011-04-07-09-02-42"),
+            DateTime::new(2011, 4, 7, 9, 2, 42)
+        );
+        assert!(parse_datetime("2011-4-7").is_none());
+        assert!(parse_datetime("2011-4-31-0-0-0").is_none());
+        assert!(parse_datetime("x-4-7-9-2-42").is_none());
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! - Red Hat family: `/etc/sysconfig/network-scripts/ifcfg-<dev>` (`DEVICE`, `ONBOOT`,
 //!   `BOOTPROTO`, `IPADDR`, `NETMASK`, `GATEWAY`, `DNS1..n`, `DOMAIN`, `HWADDR`, `PEERDNS=no`
-//!   when DHCP gets fixed DNS), read by initscripts and NetworkManager's ifcfg-rh plugin. From
+//!   when DHCP gets fixed DNS), read by initscripts and NetworkManager's ifcfg-rh plugin; the
+//!   other keys of an existing file (`UUID`, `IPV6INIT`, `MTU`, ...) are kept. From
 //!   release 10 (no ifcfg support), or when a keyfile already owns the device and no ifcfg
 //!   does, a NetworkManager keyfile instead.
 //! - Debian family: an `iface <dev> inet` stanza in `/etc/network/interfaces` (the device's old
@@ -251,7 +252,8 @@ fn device(dev: &NetDevice, paths: &Paths, distro: &Distro) -> io::Result<PathBuf
     match format_for(paths, distro, &dev.name) {
         Some(NetFormat::Ifcfg) => {
             let p = ifcfg_path(paths, &dev.name);
-            write_atomic(&p, ifcfg(dev).as_bytes(), 0o644)?;
+            let old = read_opt(&p)?;
+            write_atomic(&p, ifcfg(old.as_deref(), dev).as_bytes(), 0o644)?;
             Ok(p)
         }
         Some(NetFormat::Ifupdown) => ifupdown(dev, addr, paths),
@@ -273,50 +275,95 @@ fn ifcfg_path(paths: &Paths, dev: &str) -> PathBuf {
         .join(format!("ifcfg-{dev}"))
 }
 
-/// The ifcfg text for `dev`.
-pub fn ifcfg(dev: &NetDevice) -> String {
-    use super::fsutil::quote_shell as q;
-    let mut s = format!(
-        "{HEADER}\nDEVICE={}\nNAME={}\nTYPE=Ethernet\n",
-        q(&dev.name),
-        q(&dev.name)
-    );
-    let onboot = if dev.onboot.unwrap_or(true) {
-        "yes"
-    } else {
-        "no"
-    };
-    let _ = writeln!(s, "ONBOOT={onboot}");
-    let proto = match dev.bootproto {
-        BootProto::Dhcp => "dhcp",
-        BootProto::Static => "static",
-        BootProto::None => "none",
-    };
-    let _ = writeln!(s, "BOOTPROTO={proto}");
+/// Keys of an ifcfg file this module owns: set when configured, removed otherwise. Others
+/// (`UUID`, `IPV6INIT`, `MTU`, `ZONE`, `NM_CONTROLLED`, ...) are kept as they were.
+const IFCFG_OWNED: &[&str] = &[
+    "DEVICE",
+    "NAME",
+    "TYPE",
+    "ONBOOT",
+    "BOOTPROTO",
+    "IPADDR",
+    "NETMASK",
+    "PREFIX",
+    "IPADDR0",
+    "NETMASK0",
+    "PREFIX0",
+    "GATEWAY",
+    "GATEWAY0",
+    "DNS1",
+    "DNS2",
+    "DNS3",
+    "DNS4",
+    "DNS5",
+    "DNS6",
+    "DOMAIN",
+    "PEERDNS",
+    "HWADDR",
+    "MACADDR",
+];
+
+/// The ifcfg text for `dev`, starting from the device's `old` file when there is one.
+pub fn ifcfg(old: Option<&str>, dev: &NetDevice) -> String {
+    let mut want: Vec<(&str, String)> = vec![
+        ("DEVICE", dev.name.clone()),
+        ("NAME", dev.name.clone()),
+        ("TYPE", "Ethernet".into()),
+        (
+            "ONBOOT",
+            if dev.onboot.unwrap_or(true) {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
+        (
+            "BOOTPROTO",
+            match dev.bootproto {
+                BootProto::Dhcp => "dhcp",
+                BootProto::Static => "static",
+                BootProto::None => "none",
+            }
+            .into(),
+        ),
+    ];
     if dev.bootproto == BootProto::Static {
         if let Some(ip) = dev.ipaddr {
-            let _ = writeln!(s, "IPADDR={ip}");
+            want.push(("IPADDR", ip.to_string()));
         }
         if let Some(m) = dev.netmask {
-            let _ = writeln!(s, "NETMASK={m}");
+            want.push(("NETMASK", m.to_string()));
         }
     }
     if let Some(g) = dev.gateway {
-        let _ = writeln!(s, "GATEWAY={g}");
+        want.push(("GATEWAY", g.to_string()));
     }
-    for (i, d) in dev.dns_servers.iter().enumerate() {
-        let _ = writeln!(s, "DNS{}={d}", i + 1);
+    const DNS: [&str; 6] = ["DNS1", "DNS2", "DNS3", "DNS4", "DNS5", "DNS6"];
+    for (k, d) in DNS.iter().zip(&dev.dns_servers) {
+        want.push((k, d.to_string()));
     }
     if !dev.dns_search.is_empty() {
-        let _ = writeln!(s, "DOMAIN={}", q(&dev.dns_search.join(" ")));
+        want.push(("DOMAIN", dev.dns_search.join(" ")));
     }
     if dev.bootproto == BootProto::Dhcp && !dev.dns_servers.is_empty() {
-        let _ = writeln!(s, "PEERDNS=no");
+        want.push(("PEERDNS", "no".into()));
     }
     if let Some(mac) = &dev.hwaddr {
-        let _ = writeln!(s, "HWADDR={mac}");
+        want.push(("HWADDR", mac.clone()));
     }
-    s
+    let vars: Vec<(&str, Option<&str>)> = IFCFG_OWNED
+        .iter()
+        .map(|k| {
+            let v = want.iter().find(|(w, _)| w == k).map(|(_, v)| v.as_str());
+            (*k, v)
+        })
+        .collect();
+    let base = match old {
+        Some(t) => t.to_string(),
+        None => format!("{HEADER}\n"),
+    };
+    super::fsutil::set_shell_vars(&base, &vars)
 }
 
 /// `/etc/network/interfaces` and the regular files of `interfaces.d`.
