@@ -150,6 +150,31 @@ mod tests {
         assert!(validate("clé ünïcode", "välue ✓").is_ok());
     }
 
+    proptest::proptest! {
+        /// The chunks put back together are the value; only the last may be short (or empty).
+        #[test]
+        fn chunks_reassemble(len in 0usize..9000, size in 1usize..3000) {
+            let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let c = chunks(&value, size);
+            proptest::prop_assert_eq!(c.len(), len / size + 1);
+            proptest::prop_assert_eq!(c.concat(), value.clone());
+            proptest::prop_assert!(c[..c.len() - 1].iter().all(|x| x.len() == size));
+        }
+
+        /// Reassembly of whatever the guest would send gives the pair back.
+        #[test]
+        fn outbound_then_inbound_is_identity(key in "[a-z.]{1,40}", value in "\\PC{0,300}") {
+            let w = plan(1, &key, &value, 7);
+            let mut asm = crate::ovmd::inbound::Assembly::new(&w[0].value).unwrap();
+            for n in &w[1..w.len() - 1] {
+                asm.push(&n.value).unwrap();
+            }
+            let (msg, lossy) = asm.finish();
+            proptest::prop_assert!(!lossy);
+            proptest::prop_assert_eq!(msg, crate::ovmd::inbound::Inbound::Param { key, value });
+        }
+    }
+
     #[test]
     fn pairs_split_at_the_first_equals() {
         assert_eq!(split_pair("k=v"), Some(("k", "v")));

@@ -474,6 +474,49 @@ mod tests {
         assert_eq!(Errno::parse(b"E2BIG\0").name(), "E2BIG");
     }
 
+    proptest::proptest! {
+        /// How the bytes arrive never changes which frames come out.
+        #[test]
+        fn chunking_does_not_matter(
+            frames in proptest::collection::vec(
+                (0u32..24, proptest::num::u32::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+                0..6,
+            ),
+            cuts in proptest::collection::vec(0usize..2000, 0..8),
+        ) {
+            let mut stream = Vec::new();
+            for (ty, req, payload) in &frames {
+                let h = Header { ty: *ty, req_id: *req, tx_id: 0, len: payload.len() as u32 };
+                stream.extend_from_slice(&h.to_bytes());
+                stream.extend_from_slice(payload);
+            }
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            at.sort_unstable();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut prev = 0;
+            for a in at.into_iter().chain([stream.len()]) {
+                buf.extend_from_slice(&stream[prev..a]);
+                prev = a;
+                while let Some(f) = decode(&mut buf).unwrap() {
+                    got.push((f.header.ty, f.header.req_id, f.payload.to_vec()));
+                }
+            }
+            proptest::prop_assert_eq!(got, frames);
+            proptest::prop_assert!(buf.is_empty());
+        }
+
+        /// Arbitrary bytes: frames or a clean error, never a panic or a frame over the limit.
+        #[test]
+        fn garbage_is_survived(data in proptest::collection::vec(proptest::num::u8::ANY, 0..9000)) {
+            let mut buf = BytesMut::from(&data[..]);
+            while let Ok(Some(f)) = decode(&mut buf) {
+                proptest::prop_assert!(f.payload.len() <= PAYLOAD_MAX);
+                let _ = Errno::parse(&f.payload);
+            }
+        }
+    }
+
     #[test]
     fn every_known_type_round_trips() {
         for n in 0..32 {
