@@ -14,4 +14,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The static binary the VM tests put into the guest's initramfs.
 cargo build --release --locked --target x86_64-unknown-linux-musl --bin guestd
 export GUESTD_STATIC_BIN="$PWD/target/x86_64-unknown-linux-musl/release/guestd"
+# The test-only channel echo the transport VM tests put into the guest (tests/vm.rs).
+cargo build --release --locked --target x86_64-unknown-linux-musl -p guestd-transports --example port_echo
+export GUESTD_STATIC_EXAMPLES="$PWD/target/x86_64-unknown-linux-musl/release/examples"
 cargo test --workspace --locked "$@"

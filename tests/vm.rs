@@ -7,6 +7,8 @@
 //! going away and coming back, no busy loop while it is away, large writes, a second opener,
 //! unplug and re-plug, and isa-serial.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;
@@ -65,7 +67,7 @@ fn cpu_samples(console: &str, pid: u32, from: f64, to: f64) -> Vec<(f64, u64)> {
     console
         .lines()
         .filter_map(|l| {
-            let f: Vec<&str> = l.trim().split_whitespace().collect();
+            let f: Vec<&str> = l.split_whitespace().collect();
             if f.len() != 5 || f[0] != "cpu-sample" || f[1].parse::<u32>().ok()? != pid {
                 return None;
             }

@@ -488,7 +488,7 @@ impl LineClient {
         let mut attempt = 0u32;
         while start.elapsed() < limit {
             attempt += 1;
-            if attempt % 4 == 0 {
+            if attempt.is_multiple_of(4) {
                 c.stream = connect_retry(path, limit)?;
             }
             let token = format!("#sync-{}-{attempt}\n", std::process::id());
