@@ -3,3 +3,4 @@
 //! parser says "incomplete" instead of reading, so it can be tested and fuzzed byte by byte.
 
 pub mod ovmd;
+pub mod qga;
