@@ -1103,3 +1103,34 @@ fn invoked_as_ovmd_with_daemon_options() {
     assert!(!pid_file.exists() && !sock.exists());
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn stays_off_when_ueks_ovmapi_driver_owns_the_channel() {
+    if !peer() {
+        return;
+    }
+    let vm = Vm::new(&[]);
+    std::fs::create_dir_all(vm.root.join("dev")).unwrap();
+    std::fs::write(vm.root.join("dev/ovmapi"), "").unwrap();
+    vm.mgr_message(1, "k", &["v"]);
+    vm.mgr_commit(1);
+    let log = std::fs::File::create(vm.log()).unwrap();
+    let mut child = Command::new(support::guestd_bin())
+        .args(vm.common())
+        .args(["-d", "1"])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    vm.wait("the refusal", || vm.log_text().contains("/dev/ovmapi"));
+    std::thread::sleep(Duration::from_millis(300));
+    // Nothing taken, nothing listening.
+    assert_eq!(vm.mgr_read("to-guest/1").as_deref(), Some("k"));
+    assert!(!vm.socket().exists());
+    assert!(!vm.log_text().contains(CONNECTED));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
