@@ -1134,3 +1134,41 @@ fn stays_off_when_ueks_ovmapi_driver_owns_the_channel() {
     .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn served_by_guestd_run() {
+    if !peer() {
+        return;
+    }
+    let vm = Vm::new(&[]);
+    let log = std::fs::File::create(vm.log()).unwrap();
+    let mut child = Command::new(support::guestd_bin())
+        .args([
+            "run",
+            &format!("--statedir={}", vm.tmp.path().join("state").display()),
+            &format!("--channel=ovmd=xenstore:{}", vm.x.guest_socket(1).display()),
+        ])
+        .env("GUESTD_OVMD_STORE", vm.store())
+        .env("GUESTD_OVMD_SOCKET", vm.socket())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    vm.wait("the channel", || vm.log_text().contains(CONNECTED));
+    vm.mgr_message(1, "com.oracle.linux.network.hostname", &["db01"]);
+    vm.mgr_commit(1);
+    vm.wait("message 1", || vm.mgr_read("to-guest/1").is_none());
+    // The ovmd command reaches this daemon through the same socket.
+    same(
+        &vm.list(),
+        &[line("com.oracle.linux.network.hostname", "db01")],
+    );
+    vm.ok(&["-p", "k=v"]);
+    assert_eq!(vm.mgr_received(1), ("k".into(), "v".into(), 1));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!vm.socket().exists());
+}

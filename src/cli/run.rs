@@ -29,7 +29,8 @@ pub struct Args {
     /// Serve PROTOCOL on a channel: `qga=virtio:NAME`, `qga=serial:PATH`,
     /// `qga=unix-listen:PATH`, `qga=unix-connect:PATH`, `qga=vsock-listen:PORT`. A bare `qga`
     /// means `qga=virtio:org.qemu.guest_agent.0`, which is also the default when no channel
-    /// is given. Repeatable.
+    /// is given. `ovmd` (or `ovmd=xenstore:PATH`) serves Oracle VM messaging on xenstore, with
+    /// the `ovmd` command's control socket and store. Repeatable.
     #[arg(long = "channel", value_name = "PROTOCOL[=SPEC]")]
     pub channels: Vec<String>,
 
@@ -73,6 +74,8 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Channel {
     Qga(ChannelSpec),
+    /// Oracle VM messaging: `xenstore` or `xenstore:PATH`.
+    Ovmd(String),
 }
 
 fn parse_channel(s: &str) -> anyhow::Result<Channel> {
@@ -88,7 +91,13 @@ fn parse_channel(s: &str) -> anyhow::Result<Channel> {
                     .with_context(|| format!("Invalid --channel '{s}'"))?,
             ))
         }
-        other => bail!("Unknown protocol '{other}' in --channel '{s}' (known: qga)"),
+        "ovmd" => {
+            let spec = spec.unwrap_or("xenstore");
+            super::ovmd::DaemonConfig::from_channel(spec, &Paths::system())
+                .with_context(|| format!("Invalid --channel '{s}'"))?;
+            Ok(Channel::Ovmd(spec.to_owned()))
+        }
+        other => bail!("Unknown protocol '{other}' in --channel '{s}' (known: qga, ovmd)"),
     }
 }
 
@@ -164,7 +173,19 @@ async fn serve(args: Args, filter: CommandFilter, channels: Vec<Channel>) -> any
     let mut tasks = Vec::new();
     let topts = TransportOptions::default();
     for ch in &channels {
-        let Channel::Qga(spec) = ch;
+        let spec = match ch {
+            Channel::Qga(spec) => spec,
+            Channel::Ovmd(spec) => {
+                let cfg = super::ovmd::DaemonConfig::from_channel(spec, &agent.paths)?;
+                let (agent, stop) = (agent.clone(), stop_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = super::ovmd::serve(cfg, agent, stop).await {
+                        warn!(error = format!("{e:#}"), "Oracle VM messaging stopped");
+                    }
+                }));
+                continue;
+            }
+        };
         let transport = guestd_transports::spec::build(spec, &topts)
             .with_context(|| format!("Cannot serve qga on {spec}"))?;
         tasks.push(tokio::spawn(serve_stream(
@@ -230,6 +251,15 @@ mod tests {
             Channel::Qga(ChannelSpec::UnixListen("/tmp/q.sock".into()))
         );
         assert!(parse_channel("nope=virtio:x").is_err());
+        assert_eq!(
+            parse_channel("ovmd").unwrap(),
+            Channel::Ovmd("xenstore".into())
+        );
+        assert_eq!(
+            parse_channel("ovmd=xenstore:/run/xs.sock").unwrap(),
+            Channel::Ovmd("xenstore:/run/xs.sock".into())
+        );
+        assert!(parse_channel("ovmd=virtio:x").is_err());
         assert!(parse_channel("qga=bogus:x").is_err());
     }
 }

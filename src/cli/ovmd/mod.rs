@@ -283,7 +283,6 @@ pub struct DaemonConfig {
 impl DaemonConfig {
     /// From a `--channel ovmd=xenstore[:PATH]` spec (the part after `ovmd=`), the rest from
     /// the environment or the defaults.
-    #[allow(dead_code)] // until `guestd run` (being built) takes `--channel ovmd=...`
     pub fn from_channel(spec: &str, paths: &Paths) -> anyhow::Result<Self> {
         let rest = spec
             .strip_prefix("xenstore")
