@@ -957,6 +957,19 @@ fn exercise_cli(vm: &Vm, daemon: bool) {
     assert!(guestd_core::actions::instance::initial_config_enabled(
         &guestd_core::Paths::under(&vm.root)
     ));
+    // --local works on the store; with a daemon running it must not send by itself.
+    let o = vm.ovmd(&["--local", "-p", "g=7"]);
+    if daemon {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("a daemon is running"), "{}", stderr(&o));
+    } else {
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    if daemon {
+        assert_eq!(vm.ovmd(&["--local", "-g", "g"]).status.code(), Some(1));
+    } else {
+        assert_eq!(vm.ok(&["--local", "-g", "g"]), "7\n");
+    }
     // Usage errors.
     let o = vm.ovmd(&["-p", "no-equals"]);
     assert_eq!(o.status.code(), Some(2));

@@ -201,6 +201,16 @@ fn to_request(op: &Op) -> Result<Request, String> {
 
 async fn run_ops(opts: &Opts) -> anyhow::Result<ExitCode> {
     let socket = socket_path(opts);
+    if opts.local
+        && opts.ops.iter().any(|o| matches!(o, Op::Set(_)))
+        && std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    {
+        // Two senders would number messages over each other.
+        anyhow::bail!(
+            "a daemon is running ({}): send through it (without --local)",
+            socket.display()
+        );
+    }
     let mut direct: Option<Ctx> = None;
     let mut code = 0u8;
     for op in &opts.ops {

@@ -95,3 +95,31 @@ impl Syslog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_datagram_per_event_with_priority_and_tag() {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let s = Syslog {
+            socket: Some(Arc::new(ours)),
+            tag: "ovmd[42]".into(),
+        };
+        {
+            let mut w = s.line(severity(&Level::WARN));
+            write!(w, "cannot remove").unwrap();
+            writeln!(w, " a message").unwrap();
+        }
+        let mut buf = [0u8; 256];
+        let n = theirs.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<28>ovmd[42]: cannot remove a message");
+        {
+            let mut w = s.line(severity(&Level::INFO));
+            write!(w, "ready").unwrap();
+        }
+        let n = theirs.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<30>ovmd[42]: ready");
+    }
+}
