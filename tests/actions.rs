@@ -833,3 +833,136 @@ async fn ssh_keys_of_a_test_user_are_valid_for_ssh_keygen() {
 fn in_the_vm_time_vcpus_memory_freeze_password_and_suspend() {
     vm::run_vm_actions(&actctl());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the agent itself: `guestd run` serving QGA on a unix socket.
+
+struct Agent {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Agent {
+    fn start(img: &Images, extra: &[&str]) -> Agent {
+        let sock = img.dir.path().join("qga.sock");
+        let _ = std::fs::remove_file(&sock);
+        let child = Command::new(support::guestd_bin())
+            .arg("run")
+            .arg(format!("--channel=qga=unix-listen:{}", sock.display()))
+            .arg("--statedir")
+            .arg(img.state_dir())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Agent { child, sock }
+    }
+
+    /// Send one command, read its one-line reply.
+    fn cmd(&self, json: &str) -> serde_json::Value {
+        use std::io::BufRead;
+        let until = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(&self.sock) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < until, "cannot reach guestd: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        (&stream).write_all(json.as_bytes()).unwrap();
+        (&stream).write_all(b"\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+    }
+
+    fn signal(&mut self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn freeze_list(mnt: &Path) -> String {
+    serde_json::json!({
+        "execute": "guest-fsfreeze-freeze-list",
+        "arguments": {"mountpoints": [mnt.to_str().unwrap()]}
+    })
+    .to_string()
+}
+
+const STATUS: &str = r#"{"execute":"guest-fsfreeze-status"}"#;
+
+#[test]
+fn guestd_run_over_qga_kill_restart_watchdog_and_sigterm() {
+    let _g = freeze_lock();
+    let Some(img) = Images::new(&["ext4"]) else {
+        return;
+    };
+    let mnt = img.mount("ext4").to_owned();
+    let state_file = img.state_dir().join("fsfreeze.frozen");
+
+    // Frozen through QGA; only the allowlisted commands run; kill -9 leaves it frozen.
+    let mut agent = Agent::start(&img, &["--fsfreeze-watchdog", "0"]);
+    assert_eq!(
+        agent.cmd(&freeze_list(&mnt)),
+        serde_json::json!({"return": 1})
+    );
+    assert_eq!(agent.cmd(STATUS), serde_json::json!({"return": "frozen"}));
+    let refused = agent.cmd(r#"{"execute":"guest-get-osinfo"}"#);
+    assert_eq!(refused["error"]["class"], "CommandNotFound", "{refused}");
+    assert_eq!(
+        refused["error"]["desc"],
+        "Command guest-get-osinfo has been disabled: the agent is in frozen state"
+    );
+    assert!(state_file.exists());
+    let mut w = writer(&mnt, "w1");
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    agent.child.wait().unwrap();
+    assert_blocked(&mut w, "after kill -9");
+    // The next agent thaws at start-up.
+    let agent = Agent::start(&img, &["--fsfreeze-watchdog", "0"]);
+    assert_completes(&mut w, "after the restart");
+    assert_eq!(agent.cmd(STATUS), serde_json::json!({"return": "thawed"}));
+    assert!(!state_file.exists());
+    drop(agent);
+
+    // The watchdog thaws when the host never does.
+    let agent = Agent::start(&img, &["--fsfreeze-watchdog", "2"]);
+    assert_eq!(
+        agent.cmd(&freeze_list(&mnt)),
+        serde_json::json!({"return": 1})
+    );
+    let mut w = writer(&mnt, "w2");
+    assert_completes(&mut w, "after the watchdog");
+    assert_eq!(agent.cmd(STATUS), serde_json::json!({"return": "thawed"}));
+    drop(agent);
+
+    // SIGTERM while frozen: thawed, then exit.
+    let mut agent = Agent::start(&img, &["--fsfreeze-watchdog", "0"]);
+    assert_eq!(
+        agent.cmd(&freeze_list(&mnt)),
+        serde_json::json!({"return": 1})
+    );
+    let mut w = writer(&mnt, "w3");
+    assert_blocked(&mut w, "frozen under guestd");
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_completes(&mut w, "after SIGTERM");
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "guestd exit status {status}");
+    assert!(!state_file.exists());
+}

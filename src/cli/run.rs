@@ -60,6 +60,10 @@ pub struct Args {
     )]
     pub fsfreeze_hook: Option<PathBuf>,
 
+    /// Thaw by itself this many seconds after a freeze when no thaw comes (0: never).
+    #[arg(long = "fsfreeze-watchdog", value_name = "SECS", default_value_t = 600)]
+    pub fsfreeze_watchdog: u64,
+
     /// Directory for state that must survive a restart (file-handle counter, frozen state).
     /// It must not be on a filesystem that may be frozen.
     #[arg(long = "statedir", value_name = "DIR", default_value = "/run/guestd")]
@@ -148,6 +152,8 @@ async fn serve(args: Args, filter: CommandFilter, channels: Vec<Channel>) -> any
         paths: paths.clone(),
         state_dir: args.statedir.clone(),
         fsfreeze_hook: args.fsfreeze_hook.clone(),
+        freeze_watchdog: (args.fsfreeze_watchdog > 0)
+            .then(|| Duration::from_secs(args.fsfreeze_watchdog)),
         ..ActionsConfig::default()
     };
     let dispatcher = default_dispatcher(&actions_cfg, &events);
