@@ -5,7 +5,9 @@
 //!
 //! Inbound, per message `n`: read and reassemble; store the pair **and** the cursor
 //! `last_read = n` in one store transaction; then remove `to-guest/<n>`. A restart before the
-//! store transaction takes `n` again; after it, finds `n <= last_read` and only removes it.
+//! store transaction takes `n` again; after it, finds `n <= last_read` and only removes it,
+//! once the stored fingerprint of the last message taken confirms that `to-guest/<n>` is that
+//! message and not a new one in a replaced tree (resume, migration, a restarted xenstored).
 //!
 //! Outbound, per queued pair: record its number `m` in the store; write `from-guest/<m>`,
 //! its chunks, then `from-guest/last-write = m`; then drop it from the queue (and keep the
