@@ -7,7 +7,8 @@
 //! - a NUL in the password is refused (qemu-ga silently cut the password there), and so is `:`
 //!   in a crypted one (chpasswd would write it into the shadow file and break the entry);
 //! - busybox's chpasswd hashes plain passwords with whatever its build chose (often DES, which
-//!   keeps 8 characters), so for busybox we hash with SHA-512 crypt ourselves and pass `-e`;
+//!   keeps 8 characters), so for busybox we hash with SHA-512 crypt ourselves and pass `-e`
+//!   (and on a root other than `/`, which busybox cannot address, edit the files directly);
 //! - on a root other than `/`, `chpasswd -R <root>` runs without PAM, so plain passwords are
 //!   hashed by chpasswd with the root's `ENCRYPT_METHOD` from `/etc/login.defs` (`-c`);
 //! - without any chpasswd, the shadow file is edited directly, under the same locks
@@ -154,7 +155,12 @@ impl ActionHandler for PasswordHandler {
             return Err(ActionError::Unsupported);
         };
         check(&user, password.expose(), crypted)?;
-        match self.programs.find("chpasswd") {
+        // busybox's chpasswd cannot work on another root (no `-R`): edit the files there.
+        let chpasswd = self
+            .programs
+            .find("chpasswd")
+            .filter(|p| self.paths.is_system() || !exec::is_busybox(p));
+        match chpasswd {
             Some(chpasswd) => {
                 self.with_chpasswd(&chpasswd, &user, &password, crypted)
                     .await?
@@ -196,6 +202,51 @@ mod tests {
             "forbidden characters in raw password"
         );
         assert!(check("alice", "pass:word with spaces", false).is_ok());
+    }
+
+    #[tokio::test]
+    async fn busybox_chpasswd_gets_our_sha512_hash() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // Stands in for busybox: records its arguments and what chpasswd would read.
+        let record = d.path().join("record");
+        std::fs::write(
+            bin.join("busybox"),
+            format!(
+                "#!/bin/sh\necho \"$*\" > {r}\ncat >> {r}\n",
+                r = record.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(bin.join("busybox"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::os::unix::fs::symlink("busybox", bin.join("chpasswd")).unwrap();
+        // The live root: the fake only writes its record, the handler touches no file itself.
+        let h = PasswordHandler::new(Paths::system(), Programs::new(Some(bin.as_os_str())));
+        let action = Action::SetPassword {
+            user: "alice".into(),
+            password: Secret::new("longer than eight"),
+            crypted: false,
+        };
+        assert_eq!(h.run(action).await.unwrap(), Outcome::Done);
+        let text = std::fs::read_to_string(&record).unwrap();
+        let (args, line) = text.split_once('\n').unwrap();
+        assert_eq!(args, "-e");
+        let hash = line.trim_end().strip_prefix("alice:").unwrap();
+        assert!(hash.starts_with("$6$"), "{hash}");
+        assert!(
+            !text.contains("longer than eight"),
+            "the plain password went to chpasswd"
+        );
+        use sha_crypt::{PasswordVerifier, ShaCrypt};
+        let parsed = sha_crypt::PasswordHash::new(hash).unwrap();
+        assert!(
+            ShaCrypt::default()
+                .verify_password(b"longer than eight", &parsed)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -299,6 +299,33 @@ mod tests {
         assert_eq!(validate(0).unwrap(), (0, 0));
     }
 
+    #[tokio::test]
+    async fn reading_the_rtc_without_hwclock_or_rtc_device_fails_cleanly() {
+        // Nothing to read from: an error, and the clock is never touched.
+        let d = tempfile::tempdir().unwrap();
+        let h = TimeHandler::new(Paths::under(d.path()), Programs::new(Some(OsStr::new(""))));
+        let e = h.run(Action::SetTime { nanos: None }).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no hardware clock to read the time from (no hwclock, no /dev/rtc)"
+        );
+        std::fs::create_dir_all(d.path().join("dev")).unwrap();
+        std::fs::write(d.path().join("dev/rtc0"), "").unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/adjtime"), "0.0 0 0.0\n0\nLOCAL\n").unwrap();
+        let e = h.run(Action::SetTime { nanos: None }).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the hardware clock keeps local time and hwclock is missing"
+        );
+        // Invalid times are refused before anything is set.
+        let e = h
+            .run(Action::SetTime { nanos: Some(-5) })
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "Invalid time");
+    }
+
     #[test]
     fn calendar_conversions_round_trip() {
         // 2026-11-23T16:31:29Z, a Monday, day 326 of the year.
