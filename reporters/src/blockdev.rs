@@ -23,6 +23,10 @@ pub fn read(paths: &Paths) -> Result<Vec<BlockDevice>, FactError> {
         else {
             continue;
         };
+        // Like qemu-ga, skip empty devices (unattached loop devices, unconfigured zram).
+        if util::attr_num::<u64>(&sys.join("size")) == Some(0) {
+            continue;
+        }
         let virtual_dev = sys.components().any(|c| c.as_os_str() == "virtual");
         let dependencies: Vec<String> = disks::slaves(&sys)
             .into_iter()

@@ -297,6 +297,25 @@ impl Framer {
             *self = Self::new(max);
         }
         while self.scan < buf.len() {
+            // Inside a string most bytes just continue it: skip them in one go (a 48 MiB
+            // guest-file-write is one string).
+            if let Some(quote) = match self.st {
+                St::Dq => Some(b'"'),
+                St::Sq => Some(b'\''),
+                _ => None,
+            } {
+                let run = buf[self.scan..]
+                    .iter()
+                    .position(|&c| c == quote || c == b'\\' || !(0x20..0xFE).contains(&c))
+                    .unwrap_or(buf.len() - self.scan);
+                if run > 0 {
+                    self.scan += run;
+                    if let Some(e) = self.after_step(buf) {
+                        return Err(e);
+                    }
+                    continue;
+                }
+            }
             let b = buf[self.scan];
             let step = step(self.st, b);
             match step {
@@ -344,18 +363,29 @@ impl Framer {
                     return Err(FrameError::Stray(token));
                 }
             }
-            if self.discarding {
-                // Nothing of a discarded message is kept.
-                buf.advance(self.scan);
-                self.scan = 0;
-                if let Some(t) = self.tok_start.as_mut() {
-                    *t = 0;
-                }
-            } else if self.scan > self.max_message {
-                return Err(self.start_discarding(buf, FrameError::TooLarge));
+            if let Some(e) = self.after_step(buf) {
+                return Err(e);
             }
         }
         Ok(None)
+    }
+
+    /// Bookkeeping after bytes were lexed: drop what a discarded message consumed, or stop a
+    /// message that grew too large.
+    fn after_step(&mut self, buf: &mut BytesMut) -> Option<FrameError> {
+        if self.discarding {
+            // Nothing of a discarded message is kept.
+            buf.advance(self.scan);
+            self.scan = 0;
+            if let Some(t) = self.tok_start.as_mut() {
+                *t = 0;
+            }
+            None
+        } else if self.scan > self.max_message {
+            Some(self.start_discarding(buf, FrameError::TooLarge))
+        } else {
+            None
+        }
     }
 
     /// Between messages, in whitespace or recovery: bytes can be dropped at once.
@@ -779,13 +809,27 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// QEMU prints doubles with `%.17g`, so an integral double below 1e17 reads back as an
+/// integer (`1e5` comes back as `100000`); other values print in their shortest exact form,
+/// which parses to the same double.
+fn write_number(out: &mut Vec<u8>, n: &Number) {
+    if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+        && f.fract() == 0.0
+        && f.abs() < 1e17
+    {
+        out.extend_from_slice(format!("{}", f as i64).as_bytes());
+        return;
+    }
+    out.extend_from_slice(n.to_string().as_bytes());
+}
+
 /// Append `v` as compact, ASCII-only JSON.
 pub fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => write_number(out, n),
         Value::String(s) => write_str(out, s),
         Value::Array(items) => {
             out.push(b'[');
@@ -942,6 +986,10 @@ mod tests {
         assert!(v[2].is_f64());
         assert_eq!(v[3], json!(0));
         assert!(v[4].is_f64());
+        assert_eq!(
+            to_vec(v),
+            b"[9223372036854775807,9223372036854775808,1.8446744073709552e+19,0,100]"
+        );
     }
 
     #[test]

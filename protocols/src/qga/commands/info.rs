@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use guestd_core::contract::FactError;
 use guestd_core::model::{Disk, Filesystem, Interface};
 use guestd_core::sysfacts::{BlockDevice, Route};
 use serde_json::{Map, Value, json};
@@ -102,12 +103,12 @@ pub(super) async fn timezone(
 
 pub(super) async fn users(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Success, QgaError> {
     no_args(args)?;
-    let sessions = ctx
-        .agent
-        .facts
-        .users()
-        .await
-        .map_err(|e| QgaError::from_fact(&e))?;
+    let sessions = match ctx.agent.facts.users().await {
+        Ok(s) => s,
+        // qemu-ga reads utmp and answers [] when there is none (initramfs, containers).
+        Err(FactError::Unavailable(_)) => Vec::new(),
+        Err(e) => return Err(QgaError::from_fact(&e)),
+    };
     // One entry per user with the earliest login, in order of first appearance.
     let mut order: Vec<String> = Vec::new();
     let mut earliest: BTreeMap<String, f64> = BTreeMap::new();
@@ -250,10 +251,15 @@ fn filesystem(f: &Filesystem) -> Value {
         m.insert("total-bytes".into(), (used + avail).into());
     }
     put(&mut m, "total-bytes-privileged", f.total);
-    m.insert(
-        "disk".into(),
-        Value::Array(f.disks.iter().map(disk_address).collect()),
-    );
+    // A disk with neither bus nor controller is a virtual device (loop, ram): qemu-ga
+    // reports no address for those.
+    let disks = f
+        .disks
+        .iter()
+        .filter(|d| d.bus.is_some() || d.pci.is_some())
+        .map(disk_address)
+        .collect();
+    m.insert("disk".into(), Value::Array(disks));
     Value::Object(m)
 }
 
