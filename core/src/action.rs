@@ -100,6 +100,44 @@ pub enum SshKeysOp {
     },
 }
 
+/// A VM lifecycle event the host announces (oVirt `lifecycle-event`), naming a set of hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LifecycleEvent {
+    /// The VM is about to be hibernated (saved to disk).
+    BeforeHibernation,
+    /// The VM was restored after hibernation.
+    AfterHibernation,
+    /// The VM is about to be migrated.
+    BeforeMigration,
+    /// The VM arrived on the destination host.
+    AfterMigration,
+}
+
+impl LifecycleEvent {
+    /// Every event.
+    pub const ALL: [LifecycleEvent; 4] = [
+        LifecycleEvent::BeforeHibernation,
+        LifecycleEvent::AfterHibernation,
+        LifecycleEvent::BeforeMigration,
+        LifecycleEvent::AfterMigration,
+    ];
+
+    /// The wire name, which is also the name of its hook directory (`before_migration`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LifecycleEvent::BeforeHibernation => "before_hibernation",
+            LifecycleEvent::AfterHibernation => "after_hibernation",
+            LifecycleEvent::BeforeMigration => "before_migration",
+            LifecycleEvent::AfterMigration => "after_migration",
+        }
+    }
+
+    /// The event a wire name denotes; `None` for any other string.
+    pub fn from_wire(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == s)
+    }
+}
+
 /// Every action guestd can perform.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -164,6 +202,13 @@ pub enum Action {
     CleanupInstance,
     /// Arm (`true`) or disarm first-boot configuration for the next boot.
     SetInitialConfig(bool),
+    /// Run the hooks of a lifecycle event, within the handler's deadline.
+    LifecycleHooks {
+        /// Which event.
+        event: LifecycleEvent,
+        /// The host says the operation failed (`after_*` only); passed to the hooks.
+        failure: bool,
+    },
 }
 
 /// The kind of an action, used to register handlers and in policy lists.
@@ -201,6 +246,8 @@ pub enum ActionKind {
     CleanupInstance,
     /// [`Action::SetInitialConfig`].
     SetInitialConfig,
+    /// [`Action::LifecycleHooks`].
+    LifecycleHooks,
 }
 
 impl Action {
@@ -223,6 +270,7 @@ impl Action {
             Action::ConfigureInstance(_) => ActionKind::ConfigureInstance,
             Action::CleanupInstance => ActionKind::CleanupInstance,
             Action::SetInitialConfig(_) => ActionKind::SetInitialConfig,
+            Action::LifecycleHooks { .. } => ActionKind::LifecycleHooks,
         }
     }
 }

@@ -112,6 +112,12 @@ pub trait Facts: Send + Sync + Debug {
     /// IPv4 and IPv6 routes.
     async fn routes(&self) -> Result<Vec<Route>, FactError>;
 
+    /// Containers of a local container engine (Docker), running or not. The default says the
+    /// build has no collector; an engine that is not running is `Ok` with no containers.
+    async fn containers(&self) -> Result<Vec<Container>, FactError> {
+        Err(FactError::Unsupported("containers"))
+    }
+
     /// The facts asked for, collected concurrently; a failing fact is `None` with its reason
     /// in [`Report::errors`].
     async fn report(&self, which: &[Fact]) -> Report;

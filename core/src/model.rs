@@ -405,6 +405,21 @@ pub struct Cpus {
     pub present: u32,
 }
 
+/// A container of a local container engine (Docker's `GET /containers/json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// Container id (Docker's `Id`).
+    pub id: String,
+    /// Names, each with its leading `/` as Docker gives them.
+    pub names: Vec<String>,
+    /// Image reference (`redis:7`).
+    pub image: String,
+    /// Command line.
+    pub command: String,
+    /// Human-readable status (`Up 3 days`).
+    pub status: String,
+}
+
 /// Load averages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Load {

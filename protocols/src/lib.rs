@@ -4,3 +4,4 @@
 
 pub mod ovmd;
 pub mod qga;
+pub mod ovirt;
