@@ -2,6 +2,6 @@
 //! requests to `guestd-core` and core's answers and events back into bytes. Pure code: a
 //! parser says "incomplete" instead of reading, so it can be tested and fuzzed byte by byte.
 
+pub mod ovirt;
 pub mod ovmd;
 pub mod qga;
-pub mod ovirt;

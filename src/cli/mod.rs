@@ -2,6 +2,7 @@
 
 pub mod debug;
 pub mod info;
+pub mod ovirt;
 pub mod ovmd;
 pub mod run;
 

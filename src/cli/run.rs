@@ -72,6 +72,9 @@ pub struct Args {
     /// Largest QGA request in bytes; a larger one is answered with an error and skipped.
     #[arg(long = "qga-max-request", value_name = "BYTES", default_value_t = 64 << 20)]
     pub qga_max_request: usize,
+
+    #[command(flatten)]
+    pub ovirt: super::ovirt::OvirtArgs,
 }
 
 /// One `--channel` argument.
@@ -80,6 +83,8 @@ enum Channel {
     Qga(ChannelSpec),
     /// Oracle VM messaging: `xenstore` or `xenstore:PATH`.
     Ovmd(String),
+    /// A bare `ovirt` means the oVirt port, else the legacy one.
+    Ovirt(ChannelSpec),
 }
 
 fn parse_channel(s: &str) -> anyhow::Result<Channel> {
@@ -101,7 +106,13 @@ fn parse_channel(s: &str) -> anyhow::Result<Channel> {
                 .with_context(|| format!("Invalid --channel '{s}'"))?;
             Ok(Channel::Ovmd(spec.to_owned()))
         }
-        other => bail!("Unknown protocol '{other}' in --channel '{s}' (known: qga, ovmd)"),
+        "ovirt" => Ok(Channel::Ovirt(match spec {
+            Some(spec) => spec
+                .parse()
+                .with_context(|| format!("Invalid --channel '{s}'"))?,
+            None => super::ovirt::default_spec(),
+        })),
+        other => bail!("Unknown protocol '{other}' in --channel '{s}' (known: qga, ovirt, ovmd)"),
     }
 }
 
@@ -175,12 +186,15 @@ async fn serve(args: Args, filter: CommandFilter, channels: Vec<Channel>) -> any
         Arc::new(ExecTable::new()),
     ));
 
+    let ovirt = args.ovirt.protocol();
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let topts = TransportOptions::default();
     for ch in &channels {
-        let spec = match ch {
-            Channel::Qga(spec) => spec,
+        let (spec, protocol) = match ch {
+            Channel::Qga(spec) => (spec, &qga),
+            Channel::Ovirt(spec) => (spec, &ovirt),
             Channel::Ovmd(spec) => {
                 let cfg = super::ovmd::DaemonConfig::from_channel(spec, &agent.paths)?;
                 let (agent, stop) = (agent.clone(), stop_rx.clone());
@@ -193,10 +207,10 @@ async fn serve(args: Args, filter: CommandFilter, channels: Vec<Channel>) -> any
             }
         };
         let transport = guestd_transports::spec::build(spec, &topts)
-            .with_context(|| format!("Cannot serve qga on {spec}"))?;
+            .with_context(|| format!("Cannot serve {} on {spec}", protocol.name()))?;
         tasks.push(tokio::spawn(serve_stream(
             transport,
-            Arc::clone(&qga),
+            Arc::clone(protocol),
             agent.clone(),
             stop_rx.clone(),
             StreamOptions::default(),
@@ -255,6 +269,16 @@ mod tests {
         assert_eq!(
             parse_channel("qga=unix-listen:/tmp/q.sock").unwrap(),
             Channel::Qga(ChannelSpec::UnixListen("/tmp/q.sock".into()))
+        );
+        assert_eq!(
+            parse_channel("ovirt").unwrap(),
+            Channel::Ovirt(ChannelSpec::Virtio(
+                "ovirt-guest-agent.0,com.redhat.rhevm.vdsm".into()
+            ))
+        );
+        assert_eq!(
+            parse_channel("ovirt=unix-listen:/tmp/o.sock").unwrap(),
+            Channel::Ovirt(ChannelSpec::UnixListen("/tmp/o.sock".into()))
         );
         assert!(parse_channel("nope=virtio:x").is_err());
         assert_eq!(

@@ -244,7 +244,10 @@ pub fn timezone(tz: &Timezone) -> Message {
 
 /// `number-of-cpus` (v1): online CPUs, or −1 when unknown.
 pub fn number_of_cpus(cpus: Option<&Cpus>) -> Message {
-    let count: i64 = cpus.map(|c| i64::from(c.online)).unwrap_or(-1);
+    let count: i64 = cpus
+        .filter(|c| c.online > 0)
+        .map(|c| i64::from(c.online))
+        .unwrap_or(-1);
     Message::new("number-of-cpus", json!({ "count": count }))
 }
 
@@ -259,7 +262,8 @@ pub fn network_interfaces(ifaces: &[Interface], ignored: &[String]) -> Message {
         .map(|i| {
             json!({
                 "name": i.name,
-                "hw": i.mac.as_deref().map(str::to_ascii_lowercase)
+                "hw": i.mac.as_deref().map(str::trim).filter(|m| !m.is_empty())
+                    .map(str::to_ascii_lowercase)
                     .unwrap_or_else(|| "00:00:00:00:00:00".to_owned()),
                 "inet": i.ipv4.iter().map(|a| a.address.to_string()).collect::<Vec<_>>(),
                 "inet6": i.ipv6.iter().map(|a| a.address.to_string()).collect::<Vec<_>>(),
