@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
@@ -62,8 +63,12 @@ pub async fn serve_stream(
     // A port keeps one session for its whole life; sockets make one per client.
     let mut port_session = (max == 1).then(|| protocol.new_session(agent.clone()));
     let slots = Arc::new(Semaphore::new(max));
+    // Client sessions of a listening socket, awaited on shutdown so their goodbyes are written
+    // before the process exits.
+    let mut clients = JoinSet::new();
     let mut backoff = opts.min_backoff;
     loop {
+        while clients.try_join_next().is_some() {}
         if *shutdown.borrow() {
             break;
         }
@@ -105,13 +110,14 @@ pub async fn serve_stream(
             let mut shutdown = shutdown.clone();
             let opts = opts.clone();
             let what = what.clone();
-            tokio::spawn(async move {
+            clients.spawn(async move {
                 let _permit = permit;
                 run_session(session.as_mut(), stream, &agent, &mut shutdown, &opts).await;
                 debug!(channel = %what, "client left");
             });
         }
     }
+    while clients.join_next().await.is_some() {}
     if let Some(session) = port_session.as_mut() {
         // No host attached: nowhere to send a goodbye, but let the session clean up.
         let mut out = Vec::new();
