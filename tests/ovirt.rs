@@ -285,3 +285,85 @@ fn each_client_of_a_listening_socket_is_its_own_session() {
     b.send(r#"{"__name__": "echo", "still": "here"}"#);
     b.until("echo", T);
 }
+
+fn hook(dir: &std::path::Path, event: &str, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir.join(event);
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `lifecycle-event` runs `<hooks>/<type>/*` in name order within the deadline and always
+/// answers `completion` when asked: after the hooks ran, when one failed, when one hung
+/// past the deadline, and when the event has no hook directory at all.
+#[test]
+fn lifecycle_hooks_run_in_order_within_the_deadline() {
+    let hooks = support::short_tmpdir();
+    let out = hooks.path().join("out");
+    let o = out.display();
+    hook(
+        hooks.path(),
+        "before_migration",
+        "20-b",
+        &format!("echo b >> {o}"),
+    );
+    hook(
+        hooks.path(),
+        "before_migration",
+        "10-a",
+        &format!("echo a >> {o}"),
+    );
+    hook(hooks.path(), "before_migration", "30-fail", "exit 4");
+    hook(hooks.path(), "before_hibernation", "10-hang", "sleep 60");
+    hook(
+        hooks.path(),
+        "before_hibernation",
+        "20-late",
+        &format!("echo late >> {o}"),
+    );
+    hook(
+        hooks.path(),
+        "after_migration",
+        "10-c",
+        &format!("echo c >> {o}"),
+    );
+    let dir = hooks.path().display().to_string();
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend(["--ovirt-hooks-dir", &dir, "--ovirt-hooks-deadline", "1.5"]);
+    let mut agent = AgentProcess::start(false, &args);
+    let mut host = Host::new(agent.connect(), Some(0), 0);
+    host.send(REFRESH);
+    host.until("containers", T);
+
+    host.send(r#"{"type": "before_migration", "reply_id": "m1", "__name__": "lifecycle-event"}"#);
+    let c = host.until("completion", T);
+    assert_eq!(c.last().unwrap()["reply_id"], "m1");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\nb\n");
+
+    let t0 = std::time::Instant::now();
+    host.send(r#"{"type": "before_hibernation", "reply_id": "h1", "__name__": "lifecycle-event"}"#);
+    let c = host.until("completion", T);
+    assert_eq!(c.last().unwrap()["reply_id"], "h1");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the host waits at most 10 s"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "a\nb\n",
+        "no hook past the deadline"
+    );
+
+    host.send(r#"{"type": "after_migration", "failure": true, "__name__": "lifecycle-event"}"#);
+    host.send(
+        r#"{"type": "after_hibernation", "reply_id": "none", "__name__": "lifecycle-event"}"#,
+    );
+    let c = host.until("completion", T);
+    assert_eq!(c.last().unwrap()["reply_id"], "none");
+    assert_eq!(count(&c, "completion"), 1, "{}", names(&c));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\nb\nc\n");
+    let log = agent.log();
+    assert!(log.contains("hook failed"), "{log}");
+}

@@ -11,6 +11,7 @@
 //! fact here is one or two small files.
 
 pub mod blockdev;
+pub mod containers;
 pub mod cpus;
 pub mod disks;
 pub mod diskstats;
@@ -129,6 +130,10 @@ impl Facts for SystemFacts {
     }
     async fn filesystems(&self) -> Result<Vec<Filesystem>, FactError> {
         self.run("filesystems", FACT_DEADLINE, filesystems::read)
+            .await
+    }
+    async fn containers(&self) -> Result<Vec<Container>, FactError> {
+        self.run("containers", Duration::from_secs(5), containers::read)
             .await
     }
     async fn timezone(&self) -> Result<Timezone, FactError> {

@@ -1,5 +1,6 @@
 //! The oVirt options of `guestd run` and the protocol built from them.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,17 @@ pub struct OvirtArgs {
     /// Count free memory as MemAvailable instead of MemFree + Buffers + Cached.
     #[arg(long = "ovirt-free-ram-available")]
     pub free_ram_available: bool,
+    /// Lifecycle-event hooks: the executables in DIR/<event>/ (before_migration,
+    /// after_migration, before_hibernation, after_hibernation) run in name order.
+    #[arg(
+        long = "ovirt-hooks-dir",
+        value_name = "DIR",
+        default_value = "/etc/ovirt-guest-agent/hooks.d"
+    )]
+    pub hooks_dir: PathBuf,
+    /// Longest all hooks of one lifecycle event may take together; the host waits about 10 s.
+    #[arg(long = "ovirt-hooks-deadline", value_name = "SECS", default_value = "8", value_parser = secs)]
+    pub hooks_deadline: Duration,
 }
 
 fn secs(s: &str) -> Result<Duration, String> {

@@ -165,6 +165,8 @@ async fn serve(args: Args, filter: CommandFilter, channels: Vec<Channel>) -> any
         fsfreeze_hook: args.fsfreeze_hook.clone(),
         freeze_watchdog: (args.fsfreeze_watchdog > 0)
             .then(|| Duration::from_secs(args.fsfreeze_watchdog)),
+        lifecycle_hooks: args.ovirt.hooks_dir.clone(),
+        lifecycle_deadline: args.ovirt.hooks_deadline,
         ..ActionsConfig::default()
     };
     let dispatcher = default_dispatcher(&actions_cfg, &events);

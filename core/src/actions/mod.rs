@@ -24,6 +24,7 @@ pub mod exec;
 #[cfg(target_os = "linux")]
 pub mod freeze;
 pub mod hooks;
+pub mod lifecycle;
 pub mod loggate;
 #[cfg(target_os = "linux")]
 pub mod mounts;
@@ -52,6 +53,11 @@ pub struct ActionsConfig {
     pub freeze_watchdog: Option<Duration>,
     /// Longest a hook script may run before it is killed.
     pub hook_timeout: Duration,
+    /// Lifecycle-event hooks: `<dir>/<event>/*` (under `paths`), e.g.
+    /// `before_migration/`; oVirt's layout, so existing images' hooks keep working.
+    pub lifecycle_hooks: PathBuf,
+    /// Longest all hooks of one lifecycle event may take together (the host waits ~10 s).
+    pub lifecycle_deadline: Duration,
     /// Where helper programs (chpasswd, hwclock, systemctl, pm-utils) are looked up,
     /// colon-separated; `None`: `$PATH` plus the usual sbin and bin directories.
     pub exec_path: Option<std::ffi::OsString>,
@@ -65,6 +71,8 @@ impl Default for ActionsConfig {
             fsfreeze_hook: None,
             freeze_watchdog: Some(Duration::from_secs(600)),
             hook_timeout: Duration::from_secs(60),
+            lifecycle_hooks: PathBuf::from("/etc/ovirt-guest-agent/hooks.d"),
+            lifecycle_deadline: Duration::from_secs(8),
             exec_path: None,
         }
     }
@@ -73,6 +81,10 @@ impl Default for ActionsConfig {
 /// A dispatcher with every handler this system supports registered.
 pub fn default_dispatcher(cfg: &ActionsConfig, events: &EventBus) -> Dispatcher {
     let mut d = Dispatcher::new();
+    d.register(std::sync::Arc::new(lifecycle::LifecycleHandler::new(
+        cfg.paths.join(&cfg.lifecycle_hooks),
+        cfg.lifecycle_deadline,
+    )));
     d.register(instance::InstanceHandler::arc(cfg.paths.clone()));
     #[cfg(target_os = "linux")]
     {
