@@ -29,7 +29,7 @@ pub enum Command {
     /// Print what the agent knows about this machine.
     Info(info::Args),
     /// Run the agent on its channels.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Oracle VM messaging command line (drop-in for `ovmd`).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Ovmd(ovmd::Args),
@@ -47,7 +47,7 @@ pub fn version_line() -> &'static str {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(a) => info::run(a),
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(*a),
         Command::Ovmd(a) => ovmd::run(a, cli.log_level.as_deref()),
         Command::Debug(a) => debug::run(a),
     }
