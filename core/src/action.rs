@@ -444,12 +444,16 @@ impl Dispatcher {
         self.handlers.contains_key(&kind)
     }
 
+    /// Whether an action of `kind` may run now, by the policies alone (no handler runs, no
+    /// state changes): a side-effect-free way to learn, say, that the guest is frozen.
+    pub fn check(&self, kind: ActionKind) -> Result<(), ActionError> {
+        self.policies.iter().try_for_each(|p| p.check(kind))
+    }
+
     /// Check policy, then run the action's handler.
     pub async fn dispatch(&self, action: Action) -> Result<Outcome, ActionError> {
         let kind = action.kind();
-        for p in &self.policies {
-            p.check(kind)?;
-        }
+        self.check(kind)?;
         let handler = self.handlers.get(&kind).ok_or(ActionError::Unsupported)?;
         tracing::debug!(?kind, "dispatching action");
         handler.run(action).await

@@ -74,6 +74,11 @@ pub trait Reporter: Send + Sync + Debug {
 pub trait Facts: Send + Sync + Debug {
     /// Short host name.
     async fn hostname(&self) -> Result<String, FactError>;
+    /// The kernel's node name as set (`uname -n`), dots and all: what QGA's
+    /// `guest-get-host-name` reports. Defaults to [`Facts::hostname`].
+    async fn node_name(&self) -> Result<String, FactError> {
+        self.hostname().await
+    }
     /// Fully qualified domain name.
     async fn fqdn(&self) -> Result<String, FactError>;
     /// Operating system and kernel.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use guestd_core::action::{
-    Action, ActionError, ActionHandler, ActionKind, Dispatcher, FreezeStatus, Outcome,
+    Action, ActionError, ActionHandler, ActionKind, Dispatcher, FreezeStatus, Outcome, Policy,
 };
 use guestd_core::contract::{
     ByteStream, ByteTransport, FactError, Facts, Probe, StreamProtocol, TransportError,
@@ -163,6 +163,21 @@ impl ActionHandler for FixtureActions {
     }
 }
 
+/// The frozen-state policy, as the real action layer registers it beside its handler.
+#[derive(Debug)]
+struct FixturePolicy(Arc<FixtureActions>);
+
+impl Policy for FixturePolicy {
+    fn check(&self, kind: ActionKind) -> Result<(), ActionError> {
+        let allowed = matches!(kind, ActionKind::FsThaw | ActionKind::FsFreezeStatus);
+        if self.0.frozen.load(Ordering::SeqCst) && !allowed {
+            Err(ActionError::Frozen)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 struct Fixture {
     agent: Agent,
     actions: Arc<FixtureActions>,
@@ -175,6 +190,7 @@ fn fixture(filter: CommandFilter, max_request: usize) -> Fixture {
     let actions = Arc::new(FixtureActions::default());
     let mut d = Dispatcher::new();
     d.register(actions.clone());
+    d.add_policy(Arc::new(FixturePolicy(actions.clone())));
     let agent = Agent {
         paths: Paths::under(dir.path()),
         facts: Arc::new(FixtureFacts),

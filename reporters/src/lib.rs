@@ -106,6 +106,10 @@ impl Facts for SystemFacts {
         self.run("hostname", FACT_DEADLINE, hostname::hostname)
             .await
     }
+    async fn node_name(&self) -> Result<String, FactError> {
+        self.run("node name", FACT_DEADLINE, hostname::node_name)
+            .await
+    }
     async fn fqdn(&self) -> Result<String, FactError> {
         // The resolver may wait on DNS; the deadline bounds it.
         self.run("fqdn", Duration::from_secs(5), hostname::fqdn)

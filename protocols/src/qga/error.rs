@@ -114,6 +114,12 @@ impl QgaError {
             ActionError::Unsupported | ActionError::Frozen => Self::from_action(cmd, e),
             other => {
                 let detail = Self::from_action(cmd, other).desc;
+                // The action layer already words some failures as qemu-ga does.
+                if detail.starts_with("child process")
+                    || detail.starts_with("failed to create child process")
+                {
+                    return Self::generic(detail);
+                }
                 if detail.is_empty() {
                     Self::generic(format!("child process has failed to {what}"))
                 } else {

@@ -278,9 +278,7 @@ impl QgaSession {
             return Err(QgaError::not_found(name));
         };
         let filter = &self.shared.config.filter;
-        // The freeze state is asked only when it matters: it costs a dispatch.
-        let needs_state = !FROZEN_ALLOWED.contains(&name) || name == "guest-info";
-        let frozen = needs_state && commands::actions_is_frozen(&self.agent).await;
+        let frozen = commands::actions_is_frozen(&self.agent);
         if let Some(why) = command_state(filter, frozen, name) {
             tracing::debug!(command = name, ?why, "disabled command");
             return Err(QgaError::disabled(name, why));

@@ -2,8 +2,8 @@
 //! its outcome or error is turned into QGA's shape here (errors through `error.rs`).
 
 use guestd_core::action::{
-    Action, ActionError, FreezeStatus, MemoryBlockChange, MemoryBlockResponse, Outcome, PowerMode,
-    Secret, SshKeysOp, SuspendMode, VcpuChange,
+    Action, ActionError, ActionKind, FreezeStatus, MemoryBlockChange, MemoryBlockResponse, Outcome,
+    PowerMode, Secret, SshKeysOp, SuspendMode, VcpuChange,
 };
 use serde_json::{Map, Value, json};
 
@@ -111,12 +111,13 @@ pub(super) async fn suspend(
     }
 }
 
-/// Frozen or not, as the dispatcher's freeze handler knows it; no handler means nothing
-/// can be frozen.
-pub(crate) async fn is_frozen(agent: &guestd_core::Agent) -> bool {
+/// Frozen or not, as the dispatcher's frozen-state policy says: it answers without running
+/// anything, whereas asking for `FsFreezeStatus` on every request would consume the one-time
+/// "thawed by the watchdog" notice meant for a status request.
+pub(crate) fn is_frozen(agent: &guestd_core::Agent) -> bool {
     matches!(
-        agent.actions.dispatch(Action::FsFreezeStatus).await,
-        Ok(Outcome::FreezeStatus(FreezeStatus::Frozen))
+        agent.actions.check(ActionKind::FsFreeze),
+        Err(ActionError::Frozen)
     )
 }
 
@@ -294,7 +295,9 @@ pub(super) async fn set_password(
     };
     match dispatch(ctx, action).await {
         Ok(_) => Ok(Success::Return(json!({}))),
-        Err(e) => Err(QgaError::child_failed(ctx.cmd, "set user password", &e)),
+        // The action layer words these failures as qemu-ga does
+        // (`child process has failed to set user password`).
+        Err(e) => Err(QgaError::from_action(ctx.cmd, &e)),
     }
 }
 

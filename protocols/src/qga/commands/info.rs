@@ -54,7 +54,7 @@ pub(super) async fn host_name(
     let name = ctx
         .agent
         .facts
-        .hostname()
+        .node_name()
         .await
         .ok()
         .filter(|n| !n.is_empty())

@@ -106,9 +106,9 @@ pub const FROZEN_ALLOWED: [&str; 6] = [
 /// Commands qemu-ga on Linux lists but always answers as disabled (Windows only).
 pub const PLATFORM_DISABLED: [&str; 1] = ["guest-get-devices"];
 
-/// Whether filesystems are frozen now, as the dispatcher's freeze handler knows it.
-pub(crate) async fn actions_is_frozen(agent: &guestd_core::Agent) -> bool {
-    actions::is_frozen(agent).await
+/// Whether filesystems are frozen now, as the dispatcher's frozen-state policy knows it.
+pub(crate) fn actions_is_frozen(agent: &guestd_core::Agent) -> bool {
+    actions::is_frozen(agent)
 }
 
 /// The schema entry for `name`.
