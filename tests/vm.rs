@@ -11,9 +11,10 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::vm::{LineClient, Vm, VmOptions, static_example, vm_available};
+use serde_json::json;
+use support::vm::{LineClient, QgaClient, Vm, VmOptions, static_example, vm_available};
 
 const QGA_PORT: &str = "org.qemu.guest_agent.0";
 const SYNC: Duration = Duration::from_secs(90);
@@ -269,4 +270,427 @@ fn virtio_port_by_name_without_links_and_name_preference() {
         "echo used {:.2} % CPU without a host",
         share * 100.0
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// QGA end to end: an agent in the guest serving its port, a hypervisor's view from the host.
+// ---------------------------------------------------------------------------------------------
+
+/// Which agent the guest runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QgaAgent {
+    /// The static guestd of this build.
+    Guestd,
+    /// Debian's qemu-ga: the reference, to check the scenario itself.
+    QemuGa,
+}
+
+impl QgaAgent {
+    /// The process name for `pidof`.
+    fn process(self) -> &'static str {
+        match self {
+            QgaAgent::Guestd => "guestd",
+            QgaAgent::QemuGa => "qemu-ga",
+        }
+    }
+
+    /// Guest shell lines that start the agent on the QGA port (printing `agent-pid N`) and,
+    /// with `isa`, a second one on `/dev/ttyS1`.
+    fn start(self, isa: bool) -> String {
+        let (virtio, serial) = match self {
+            QgaAgent::Guestd => (
+                "guestd run --channel qga=virtio:org.qemu.guest_agent.0 --statedir /run/guestd",
+                "guestd run --channel qga=serial:/dev/ttyS1 --statedir /run/guestd-isa",
+            ),
+            QgaAgent::QemuGa => (
+                "qemu-ga -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 -t /run/qga",
+                "qemu-ga -m isa-serial -p /dev/ttyS1 -t /run/qga-isa",
+            ),
+        };
+        let mut lines = Vec::new();
+        if isa {
+            lines.push(format!("mkdir -p /run/qga-isa; {serial} &"));
+        }
+        lines.push(format!("mkdir -p /run/qga; {virtio} &"));
+        lines.push("echo \"agent-pid $!\"".to_owned());
+        lines.join("\n")
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn unb64(s: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.as_str().unwrap_or_else(|| panic!("not base64 text: {s}")))
+        .unwrap()
+}
+
+/// Runs `sh -c script` through `guest-exec` and waits for it: (exit code, stdout, stderr).
+fn guest_sh(q: &mut QgaClient, script: &str) -> (i64, String, String) {
+    let pid = q.ok(
+        "guest-exec",
+        Some(json!({"path": "/bin/sh", "arg": ["-c", script], "capture-output": true})),
+    )["pid"]
+        .as_i64()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let st = q.ok("guest-exec-status", Some(json!({ "pid": pid })));
+        if st["exited"] == json!(true) {
+            let text = |k: &str| {
+                st.get(k)
+                    .map(|v| String::from_utf8_lossy(&unb64(v)).into_owned())
+                    .unwrap_or_default()
+            };
+            return (
+                st["exitcode"].as_i64().unwrap_or(-1),
+                text("out-data"),
+                text("err-data"),
+            );
+        }
+        assert!(
+            start.elapsed() < REPLY,
+            "guest-exec {script:?} did not end: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn check_info_and_osinfo(q: &mut QgaClient) {
+    let info = q.ok("guest-info", None);
+    assert!(
+        info["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{info}"
+    );
+    let cmds = info["supported_commands"].as_array().unwrap();
+    assert!(cmds.len() >= 30, "only {} commands: {info}", cmds.len());
+    for name in [
+        "guest-sync-delimited",
+        "guest-ping",
+        "guest-exec",
+        "guest-file-open",
+    ] {
+        let c = cmds.iter().find(|c| c["name"] == name);
+        assert!(
+            c.is_some_and(|c| c["enabled"] == json!(true)),
+            "{name} missing or disabled in {info}"
+        );
+    }
+    let os = q.ok("guest-get-osinfo", None);
+    assert_eq!(os["id"], "debian", "{os}");
+    assert_eq!(os["version-id"], "12", "{os}");
+    assert!(
+        os["kernel-release"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("-cloud-amd64")),
+        "{os}"
+    );
+}
+
+fn check_interfaces(q: &mut QgaClient, with_net: bool) {
+    let ifs = q.ok("guest-network-get-interfaces", None);
+    let find = |name: &str| {
+        ifs.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .cloned()
+    };
+    let has_addr = |i: &serde_json::Value, addr: &str, prefix: u64| {
+        i["ip-addresses"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["ip-address"] == addr && x["prefix"] == json!(prefix))
+        })
+    };
+    let lo = find("lo").unwrap_or_else(|| panic!("no lo in {ifs}"));
+    assert!(has_addr(&lo, "127.0.0.1", 8), "{lo}");
+    if with_net {
+        let eth = find("eth0").unwrap_or_else(|| panic!("no eth0 in {ifs}"));
+        assert!(has_addr(&eth, "10.0.2.15", 24), "{eth}");
+        // QEMU's default MAC for the first NIC.
+        assert_eq!(eth["hardware-address"], "52:54:00:12:34:56", "{eth}");
+    }
+}
+
+/// Freeze the guest's ext4 disk for a few seconds: a writer that starts writing while it is
+/// frozen finishes only after the thaw. (Agents refuse `guest-exec` while frozen, so the writer
+/// is started before the freeze, sleeps, then writes; it prints its start and end uptimes.)
+fn check_freeze(q: &mut QgaClient) {
+    const HOLD: Duration = Duration::from_secs(8);
+    let writer = q.ok(
+        "guest-exec",
+        Some(
+            json!({"path": "/bin/sh", "capture-output": true, "arg": ["-c",
+            "cut -d' ' -f1 /proc/uptime; sleep 3; echo during-freeze > /mnt/data/f; \
+             cut -d' ' -f1 /proc/uptime"]}),
+        ),
+    )["pid"]
+        .as_i64()
+        .unwrap();
+    let n = q.ok(
+        "guest-fsfreeze-freeze-list",
+        Some(json!({"mountpoints": ["/mnt/data"]})),
+    );
+    assert_eq!(n, json!(1));
+    assert_eq!(q.ok("guest-fsfreeze-status", None), json!("frozen"));
+    std::thread::sleep(HOLD);
+    assert_eq!(q.ok("guest-fsfreeze-status", None), json!("frozen"));
+    assert_eq!(q.ok("guest-fsfreeze-thaw", None), json!(1));
+    assert_eq!(q.ok("guest-fsfreeze-status", None), json!("thawed"));
+    let start = Instant::now();
+    let out = loop {
+        let st = q.ok("guest-exec-status", Some(json!({ "pid": writer })));
+        if st["exited"] == json!(true) {
+            assert_eq!(st["exitcode"], json!(0), "{st}");
+            break String::from_utf8_lossy(&unb64(&st["out-data"])).into_owned();
+        }
+        assert!(
+            start.elapsed() < REPLY,
+            "writer still blocked after thaw: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let t: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(t.len(), 2, "{out:?}");
+    // Unblocked, the write ends 3 s after the start; frozen, only at the thaw, 8 s later.
+    assert!(
+        t[1] - t[0] >= 6.0,
+        "the write was not held by the freeze: started {}, done {}",
+        t[0],
+        t[1]
+    );
+    let (rc, out, _) = guest_sh(q, "cat /mnt/data/f");
+    assert_eq!((rc, out.as_str()), (0, "during-freeze\n"));
+}
+
+fn check_exec(q: &mut QgaClient) {
+    let (rc, out, err) = guest_sh(q, "echo to-stdout; echo to-stderr >&2; exit 3");
+    assert_eq!(rc, 3);
+    assert_eq!(out, "to-stdout\n");
+    assert_eq!(err, "to-stderr\n");
+}
+
+/// 1 MiB written in one `guest-file-write` and read back in one `guest-file-read`.
+fn check_file_round_trip(q: &mut QgaClient) {
+    let mut x: u32 = 0x1234_5678;
+    let data: Vec<u8> = (0..(1usize << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let h = q.ok(
+        "guest-file-open",
+        Some(json!({"path": "/tmp/roundtrip.bin", "mode": "w"})),
+    );
+    let w = q.ok(
+        "guest-file-write",
+        Some(json!({"handle": h, "buf-b64": b64(&data)})),
+    );
+    assert_eq!(w["count"], json!(data.len()), "{w}");
+    q.ok("guest-file-close", Some(json!({ "handle": h })));
+    let h = q.ok(
+        "guest-file-open",
+        Some(json!({"path": "/tmp/roundtrip.bin", "mode": "r"})),
+    );
+    let mut back = Vec::new();
+    loop {
+        let r = q.ok(
+            "guest-file-read",
+            Some(json!({"handle": h, "count": 1 << 20})),
+        );
+        back.extend(unb64(&r["buf-b64"]));
+        if r["eof"] == json!(true) || r["count"] == json!(0) {
+            break;
+        }
+        assert!(back.len() <= data.len(), "read past the end");
+    }
+    q.ok("guest-file-close", Some(json!({ "handle": h })));
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "1 MiB came back changed");
+}
+
+/// The host closes and reopens its socket 20 times; after each, sync and a command work.
+fn check_reconnects(q: &mut QgaClient) {
+    for i in 0..20 {
+        q.reconnect(SYNC)
+            .unwrap_or_else(|e| panic!("reconnect {i}: {e}"));
+        assert_eq!(q.ok("guest-ping", None), json!({}), "after reconnect {i}");
+    }
+}
+
+/// CPU share of the agent (console `agent-pid`) while the host was away for a few seconds.
+fn agent_idle_cpu_share(vm: &Vm, q: &mut QgaClient) -> f64 {
+    const AWAY: Duration = Duration::from_secs(8);
+    let console = vm.console_text();
+    let pid: u32 = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("agent-pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no agent-pid on the console\n{}", vm.diagnostics()));
+    let (_, up, _) = guest_sh(q, "cut -d' ' -f1 /proc/uptime");
+    let left_at: f64 = up.trim().parse().unwrap();
+    // The host goes away: close the connection.
+    q.disconnect();
+    std::thread::sleep(AWAY + Duration::from_secs(2));
+    let window = cpu_samples(
+        &vm.console_text(),
+        pid,
+        left_at + 1.0,
+        left_at + AWAY.as_secs_f64() - 0.5,
+    );
+    assert!(
+        window.len() >= 3,
+        "too few CPU samples of pid {pid}: {window:?}\n{}",
+        vm.diagnostics()
+    );
+    let (first, last) = (window[0], window[window.len() - 1]);
+    // The sampler reads /proc/PID/stat in clock ticks (USER_HZ, 100 on Linux).
+    let share = (last.1 - first.1) as f64 / 100.0 / (last.0 - first.0);
+    eprintln!(
+        "agent pid {pid}: {} ticks over {:.2} s without host: {:.3} %",
+        last.1 - first.1,
+        last.0 - first.0,
+        share * 100.0
+    );
+    q.reconnect(SYNC).unwrap();
+    share
+}
+
+fn check_shutdown(vm: &mut Vm, q: &mut QgaClient) {
+    let reply = q.execute_no_reply("guest-shutdown", None, Duration::from_secs(5));
+    assert!(reply.is_none(), "guest-shutdown answered: {reply:?}");
+    assert!(
+        vm.wait_exit(Duration::from_secs(90)).is_some(),
+        "QEMU still runs after guest-shutdown\n{}",
+        vm.diagnostics()
+    );
+    assert!(
+        vm.console_text()
+            .contains("guestd-peers: shutdown -h -P +0"),
+        "{}",
+        vm.diagnostics()
+    );
+}
+
+fn qga_vm_with_links(agent: QgaAgent) {
+    let mut bins = Vec::new();
+    if agent == QgaAgent::QemuGa {
+        bins.push((
+            std::path::PathBuf::from("/usr/sbin/qemu-ga"),
+            "/usr/sbin/qemu-ga".to_owned(),
+        ));
+    }
+    let mut vm = Vm::boot(VmOptions {
+        ports: vec![QGA_PORT.into()],
+        isa_serials: 1,
+        disk_mib: Some(16),
+        net: true,
+        with_guestd: agent == QgaAgent::Guestd,
+        bins,
+        hostname: "guestd-qga-vm".into(),
+        init_cmd: [
+            CPU_SAMPLER.to_owned(),
+            format!("cpu_sampler {} &", agent.process()),
+            "mkdir -p /mnt/data && mount -t ext4 /dev/vda /mnt/data".to_owned(),
+            agent.start(true),
+            "wait".to_owned(),
+        ]
+        .join("\n"),
+        ..VmOptions::default()
+    });
+    let mut q = QgaClient::connect(vm.port(QGA_PORT), SYNC).unwrap();
+    check_info_and_osinfo(&mut q);
+    assert_eq!(
+        q.ok("guest-get-host-name", None),
+        json!({"host-name": "guestd-qga-vm"})
+    );
+    check_interfaces(&mut q, true);
+    check_freeze(&mut q);
+    check_exec(&mut q);
+    check_file_round_trip(&mut q);
+    check_reconnects(&mut q);
+    let share = agent_idle_cpu_share(&vm, &mut q);
+    if agent == QgaAgent::Guestd {
+        assert!(
+            share < 0.01,
+            "guestd used {:.2} % CPU without a host",
+            share * 100.0
+        );
+    }
+    assert_eq!(q.ok("guest-ping", None), json!({}));
+
+    let mut s = QgaClient::connect(vm.isa(1), SYNC).unwrap();
+    assert_eq!(s.ok("guest-ping", None), json!({}));
+    assert_eq!(
+        s.ok("guest-get-host-name", None),
+        json!({"host-name": "guestd-qga-vm"})
+    );
+    drop(s);
+
+    check_shutdown(&mut vm, &mut q);
+}
+
+/// The reference run: the same scenario against Debian's qemu-ga, to check the test itself.
+/// `cargo test --test vm -- --ignored qemu_ga_reference`.
+#[test]
+#[ignore = "checks the scenario against qemu-ga; run by hand"]
+fn qga_scenario_against_qemu_ga_reference() {
+    if !have_vm()
+        || !support::require_peer(
+            std::path::Path::new("/usr/sbin/qemu-ga").exists(),
+            "qemu-guest-agent",
+        )
+    {
+        return;
+    }
+    qga_vm_with_links(QgaAgent::QemuGa);
+}
+
+/// guestd as the guest's QGA agent, its port found through the udev-style link: every
+/// command a hypervisor relies on, a real freeze of a mounted ext4 disk, 20 host reconnects,
+/// idle CPU, isa-serial, and `guest-shutdown` ending the VM.
+#[test]
+fn qga_guestd_in_vm_with_port_links() {
+    if !have_vm() {
+        return;
+    }
+    qga_vm_with_links(QgaAgent::Guestd);
+}
+
+/// guestd finding its port through `/sys/class/virtio-ports/*/name` only.
+#[test]
+fn qga_guestd_in_vm_without_port_links() {
+    if !have_vm() {
+        return;
+    }
+    let mut vm = Vm::boot(VmOptions {
+        ports: vec![QGA_PORT.into()],
+        no_port_links: true,
+        init_cmd: [
+            "[ -e /dev/virtio-ports ] && echo port-links-present || echo port-links-absent",
+            &QgaAgent::Guestd.start(false),
+            "wait",
+        ]
+        .join("\n"),
+        ..VmOptions::default()
+    });
+    assert!(
+        vm.wait_console("port-links-absent", REPLY),
+        "{}",
+        vm.diagnostics()
+    );
+    let mut q = QgaClient::connect(vm.port(QGA_PORT), SYNC).unwrap();
+    check_info_and_osinfo(&mut q);
+    check_interfaces(&mut q, false);
+    check_exec(&mut q);
+    check_file_round_trip(&mut q);
+    check_reconnects(&mut q);
+    check_shutdown(&mut vm, &mut q);
 }

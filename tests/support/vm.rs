@@ -591,6 +591,18 @@ impl QgaClient {
         Ok(c)
     }
 
+    /// The host socket.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the connection (the guest sees the host leave); [`QgaClient::reconnect`] opens
+    /// a new one.
+    pub fn disconnect(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.buf.clear();
+    }
+
     /// Closes the connection and opens a new one, synchronised.
     pub fn reconnect(&mut self, limit: Duration) -> Result<(), String> {
         self.stream = connect_retry(&self.path, limit)?;
