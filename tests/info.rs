@@ -654,3 +654,154 @@ fn live_users_match_who_when_utmp_exists() {
         .collect();
     assert_eq!(ours, theirs);
 }
+
+/// Builds `count` small rpm packages (descriptions from a few bytes to tens of KiB, so headers
+/// span SQLite overflow pages and the table needs interior pages) and registers them in a
+/// database under `root` with the given rpm backend.
+fn rpm_tree(root: &Path, backend: &str, count: usize) {
+    let top = root.join("build");
+    std::fs::create_dir_all(top.join("SPECS")).unwrap();
+    let mut spec = String::from(
+        "Name: gdt\nVersion: 1.0\nRelease: 1.el9\nEpoch: 2\nSummary: guestd test\nLicense: MIT\n\
+         BuildArch: noarch\n%description\nmain\n%files\n",
+    );
+    for i in 0..count {
+        let words = if i % 7 == 0 { 4000 } else { 1 + i * 13 % 300 };
+        spec.push_str(&format!(
+            "%package -n gdt-sub-{i}\nSummary: sub {i}\n%description -n gdt-sub-{i}\n{}\n%files -n gdt-sub-{i}\n",
+            "lorem ipsum dolor ".repeat(words)
+        ));
+    }
+    std::fs::write(top.join("SPECS/gdt.spec"), spec).unwrap();
+    let st = Command::new("rpmbuild")
+        .args(["-bb", "--quiet", "--define"])
+        .arg(format!("_topdir {}", top.display()))
+        .arg(top.join("SPECS/gdt.spec"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let rpms: Vec<PathBuf> = std::fs::read_dir(top.join("RPMS/noarch"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let rpm = |extra: &[&str]| {
+        let out = Command::new("rpm")
+            .arg("--root")
+            .arg(root)
+            .args(["--dbpath", "/var/lib/rpm", "--define"])
+            .arg(format!("_db_backend {backend}"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rpm {extra:?}: {out:?}");
+    };
+    rpm(&["--initdb"]);
+    let mut install = vec!["-i", "--justdb", "--nodeps", "--noscripts", "--ignorearch"];
+    let paths: Vec<String> = rpms.iter().map(|p| p.display().to_string()).collect();
+    install.extend(paths.iter().map(String::as_str));
+    rpm(&install);
+}
+
+fn rpm_qa(root: &Path) -> Vec<(String, String)> {
+    tool(
+        "rpm",
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "--dbpath",
+            "/var/lib/rpm",
+            "-qa",
+            "--qf",
+            "%{NAME}\\t%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\\n",
+        ],
+    )
+    .lines()
+    .map(|l| {
+        let (n, v) = l.split_once('\t').unwrap();
+        (n.to_owned(), v.to_owned())
+    })
+    .collect::<Vec<_>>()
+    .sorted()
+}
+
+trait Sorted {
+    fn sorted(self) -> Self;
+}
+
+impl<T: Ord> Sorted for Vec<T> {
+    fn sorted(mut self) -> Self {
+        self.sort();
+        self
+    }
+}
+
+fn our_rpms(root: &Path) -> (Vec<(String, String)>, String) {
+    let out = Command::new(support::guestd_bin())
+        .args(["--log-level", "debug", "info", "--json", "--root"])
+        .arg(root)
+        .arg("applications")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let apps = v["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["source"] == "rpm")
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_owned(),
+                a["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect::<Vec<_>>()
+        .sorted();
+    (apps, String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn rpm_databases_match_rpm_qa() {
+    if !require_peer(
+        have_command("rpm") && have_command("rpmbuild"),
+        "rpm and rpmbuild (Debian package rpm)",
+    ) {
+        return;
+    }
+    // SQLite (RHEL 9): read directly, no program run.
+    let dir = support::short_tmpdir();
+    rpm_tree(dir.path(), "sqlite", 150);
+    let want = rpm_qa(dir.path());
+    assert_eq!(want.len(), 151);
+    assert!(want.contains(&("gdt-sub-7".to_owned(), "2:1.0-1.el9".to_owned())));
+    let (got, log) = our_rpms(dir.path());
+    assert!(log.contains("read rpmdb.sqlite directly"), "{log}");
+    assert_eq!(got, want);
+
+    // rpm running (its write-ahead log not merged yet): the main file alone may be stale, so
+    // the guest's `rpm -qa` answers. Leave a WAL behind with one more row in it (a copy:
+    // rpm checks header digests, so it must be a header rpm wrote).
+    let db = dir.path().join("var/lib/rpm/rpmdb.sqlite");
+    let py = format!(
+        "import sqlite3, os\nc = sqlite3.connect({db:?})\nc.execute('PRAGMA wal_autocheckpoint=0')\n\
+         b = [r[0] for r in c.execute('SELECT blob FROM Packages') if b'gdt-sub-3\\0' in r[0]][0]\n\
+         c.execute('INSERT INTO Packages (blob) VALUES (?)', (b,))\nc.commit()\nos._exit(0)\n",
+        db = db.display().to_string()
+    );
+    let out = Command::new("python3").args(["-c", &py]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let wal = dir.path().join("var/lib/rpm/rpmdb.sqlite-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "no WAL left behind"
+    );
+    let want = rpm_qa(dir.path());
+    assert_eq!(
+        want.iter().filter(|(n, _)| n == "gdt-sub-3").count(),
+        2,
+        "rpm misses the WAL row"
+    );
+    let (got, log) = our_rpms(dir.path());
+    assert!(!log.contains("directly"), "{log}");
+    assert_eq!(got, want);
+}

@@ -126,6 +126,15 @@ fn main() {
         time(50, || apk::parse(&apk_db)),
     );
 
+    if let Some(root) = rpm_root() {
+        let tree = Paths::under(&root);
+        let n = rpm::read(&tree).ok().flatten().map_or(0, |v| v.len());
+        stats(
+            &format!("rpmdb.sqlite, {n} packages, read directly"),
+            time(20, || rpm::read(&tree)),
+        );
+    }
+
     let rpm_out: String = (0..2000)
         .map(|i| format!("pkg-{i}\t\t{i}.1.2\t3.el9\tx86_64\n"))
         .collect();
@@ -133,4 +142,64 @@ fn main() {
         "rpm -qa output, 2000 packages (parse only)",
         time(50, || rpm::parse(&rpm_out)),
     );
+}
+
+/// A tree with an SQLite rpmdb of 2000 packages: `$GUESTD_BENCH_RPM_ROOT`, or one built once
+/// with rpmbuild (Debian package rpm) under target/, or none.
+fn rpm_root() -> Option<std::path::PathBuf> {
+    use std::process::Command;
+    if let Some(r) = std::env::var_os("GUESTD_BENCH_RPM_ROOT") {
+        return Some(r.into());
+    }
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-rpmdb-2000");
+    let root = base.join("root");
+    if root.join("var/lib/rpm/rpmdb.sqlite").exists() {
+        return Some(root);
+    }
+    if !std::path::Path::new("/usr/bin/rpmbuild").exists() {
+        println!("(no rpmbuild: skipping the rpmdb benchmark)");
+        return None;
+    }
+    println!("(building a 2000-package rpmdb once, about a minute)");
+    let spec_dir = base.join("build/SPECS");
+    std::fs::create_dir_all(&spec_dir).ok()?;
+    let mut spec = String::from(
+        "Name: gdt\nVersion: 1.0\nRelease: 1.el9\nSummary: t\nLicense: MIT\nBuildArch: noarch\n\
+         %description\nmain\n%files\n",
+    );
+    for i in 0..1999 {
+        spec.push_str(&format!(
+            "%package -n gdt-sub-{i}\nSummary: sub {i}\n%description -n gdt-sub-{i}\n{}\n%files -n gdt-sub-{i}\n",
+            "lorem ipsum dolor ".repeat(50 + i % 400)
+        ));
+    }
+    std::fs::write(spec_dir.join("gdt.spec"), spec).ok()?;
+    let ok = Command::new("rpmbuild")
+        .args(["-bb", "--quiet", "--define"])
+        .arg(format!("_topdir {}", base.join("build").display()))
+        .arg(spec_dir.join("gdt.spec"))
+        .output()
+        .ok()?
+        .status
+        .success();
+    let rpms: Vec<std::path::PathBuf> = std::fs::read_dir(base.join("build/RPMS/noarch"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let db = |extra: &[std::ffi::OsString]| {
+        Command::new("rpm")
+            .arg("--root")
+            .arg(&root)
+            .args(["--dbpath", "/var/lib/rpm"])
+            .args(extra)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    std::fs::create_dir_all(&root).ok()?;
+    let mut install: Vec<std::ffi::OsString> = ["-i", "--justdb", "--nodeps", "--noscripts"]
+        .map(Into::into)
+        .to_vec();
+    install.extend(rpms.into_iter().map(Into::into));
+    (ok && db(&["--initdb".into()]) && db(&install)).then_some(root)
 }

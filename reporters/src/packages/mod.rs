@@ -3,6 +3,7 @@
 pub mod apk;
 pub mod dpkg;
 pub mod rpm;
+pub mod sqlite;
 
 use guestd_core::Paths;
 use guestd_core::contract::FactError;

@@ -1,13 +1,15 @@
-//! The rpm database, read through the `rpm` program, not librpm.
+//! The rpm database, without librpm.
 //!
-//! Why the program: the rpmdb has had three on-disk formats in the guests we serve: Berkeley
-//! DB hash (`Packages`, RHEL/OL 5 to 8), ndb (`Packages.db`, SUSE) and SQLite
-//! (`rpmdb.sqlite`, RHEL 9, Fedora 33+), each holding rpm's binary header blobs. A pure
-//! reader for all three is a project of its own, while every system with an rpmdb has the
-//! `rpm` binary that matches its format. So we run `rpm -qa --qf` (with `--root` for
-//! another tree), with a deadline and the program's output parsed here, and we never link
-//! librpm, so a static musl build is unaffected. The cost is the program's start-up and
-//! database open (a few hundred ms for 2000 packages), paid only on rpm systems.
+//! The rpmdb has had three on-disk formats in the guests we serve, each holding rpm's binary
+//! header blobs: SQLite (`rpmdb.sqlite`, RHEL/OL 9, Fedora 33+), Berkeley DB hash
+//! (`Packages`, RHEL/OL 5 to 8) and ndb (`Packages.db`, SUSE). The SQLite one we read
+//! ourselves (a small read-only table walker in [`super::sqlite`] and the header format here):
+//! fast, and no program to run. For the other two, and for an SQLite database with an
+//! unmerged write-ahead log (rpm is running), we run the guest's own `rpm -qa --qf` with a
+//! deadline: every system with such a database has the `rpm` binary that matches its format,
+//! a pure Berkeley DB reader would be a project of its own, and librpm is never linked, so a
+//! static musl build is unaffected. The cost there is the program's start (a few hundred ms
+//! for 2000 packages).
 
 use std::io::Read;
 use std::path::Path;
@@ -18,26 +20,156 @@ use guestd_core::Paths;
 use guestd_core::contract::FactError;
 use guestd_core::model::{Application, PackageSource};
 
+use super::sqlite;
+
 /// Tab-separated fields; `%|EPOCH?{...}|` prints the epoch only when the package has one.
 pub const QUERY_FORMAT: &str =
     "%{NAME}\\t%|EPOCH?{%{EPOCH}}:{}|\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n";
 
-const DB_FILES: [&str; 6] = [
-    "var/lib/rpm/rpmdb.sqlite",
-    "var/lib/rpm/Packages",
-    "var/lib/rpm/Packages.db",
-    "usr/lib/sysimage/rpm/rpmdb.sqlite",
-    "usr/lib/sysimage/rpm/Packages",
-    "usr/lib/sysimage/rpm/Packages.db",
-];
+/// Where rpm keeps its database: the classic place, and the newer one (Fedora 36+, SUSE).
+const DB_DIRS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
+const DB_FILES: [&str; 3] = ["rpmdb.sqlite", "Packages", "Packages.db"];
+
+const TAG_NAME: u32 = 1000;
+const TAG_VERSION: u32 = 1001;
+const TAG_RELEASE: u32 = 1002;
+const TAG_EPOCH: u32 = 1003;
+const TAG_ARCH: u32 = 1022;
+const TYPE_INT32: u32 = 4;
+const TYPE_STRING: u32 = 6;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// The installed packages, or `None` when the tree has no rpm database.
 pub fn read(paths: &Paths) -> Result<Option<Vec<Application>>, FactError> {
-    if !DB_FILES.iter().any(|f| paths.join(f).exists()) {
+    let Some((dir, file)) = DB_DIRS.iter().find_map(|d| {
+        DB_FILES
+            .iter()
+            .find(|f| paths.join(d).join(f).exists())
+            .map(|f| (*d, *f))
+    }) else {
         return Ok(None);
+    };
+    if file == "rpmdb.sqlite" {
+        let db = paths.join(dir).join(file);
+        let wal = paths.join(dir).join("rpmdb.sqlite-wal");
+        let wal_pending = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        if !wal_pending {
+            match read_sqlite(&db) {
+                Ok(apps) => {
+                    tracing::debug!(db = %db.display(), packages = apps.len(), "read rpmdb.sqlite directly");
+                    return Ok(Some(apps));
+                }
+                Err(e) => {
+                    tracing::debug!(db = %db.display(), error = %e, "reading rpmdb.sqlite failed; asking rpm")
+                }
+            }
+        }
     }
+    read_with_program(paths, dir).map(Some)
+}
+
+/// Reads an SQLite rpmdb directly: every row of its `Packages` table is one header blob.
+pub fn read_sqlite(path: &Path) -> Result<Vec<Application>, FactError> {
+    let perr = |reason: String| FactError::Parse {
+        path: path.display().to_string(),
+        reason,
+    };
+    let db = sqlite::Db::open(path).map_err(perr)?;
+    let root = db.table_root("Packages").map_err(perr)?;
+    let mut out = Vec::new();
+    db.scan(root, &mut |_rowid, mut payload| {
+        let cols = db.record(&mut payload, 2)?;
+        let Some(sqlite::Value::Blob { at, len }) = cols.get(1) else {
+            return Err("a Packages row without a blob".into());
+        };
+        if let Some(app) = from_header(&db, &mut payload, *at, *len)? {
+            out.push(app);
+        }
+        Ok(())
+    })
+    .map_err(perr)?;
+    Ok(out)
+}
+
+/// Name, epoch, version, release and arch from an rpm header blob as the rpmdb stores it:
+/// index count and data length (big-endian u32 each), 16-byte index entries (tag, type,
+/// offset, count), then the data store. Only the bytes those five tags need are read.
+fn from_header(
+    db: &sqlite::Db,
+    p: &mut sqlite::Payload,
+    at: usize,
+    len: usize,
+) -> Result<Option<Application>, String> {
+    let head = p.read(db, at, 8.min(len))?;
+    let [a, b, c, d, e, f, g, h] = <[u8; 8]>::try_from(head).map_err(|_| "short header blob")?;
+    let il = u32::from_be_bytes([a, b, c, d]) as usize;
+    let dl = u32::from_be_bytes([e, f, g, h]) as usize;
+    let data_at = il
+        .checked_mul(16)
+        .and_then(|n| n.checked_add(8))
+        .filter(|&n| n.checked_add(dl).is_some_and(|end| end <= len))
+        .ok_or("header blob sizes do not fit")?;
+    let index = p.read(db, at + 8, il * 16)?.to_vec();
+    let mut fields: [Option<(u32, usize)>; 5] = [None; 5];
+    for e in index.chunks_exact(16) {
+        let w = |i: usize| u32::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+        let slot = match w(0) {
+            TAG_NAME => 0,
+            TAG_VERSION => 1,
+            TAG_RELEASE => 2,
+            TAG_EPOCH => 3,
+            TAG_ARCH => 4,
+            _ => continue,
+        };
+        fields[slot] = Some((w(4), w(8) as usize));
+    }
+    let mut string = |f: Option<(u32, usize)>| -> Result<Option<String>, String> {
+        let Some((TYPE_STRING, off)) = f else {
+            return Ok(None);
+        };
+        if off >= dl {
+            return Err("string offset past the data".into());
+        }
+        // Read in small steps up to the NUL: the strings are short, the data store is not.
+        let mut end = off;
+        loop {
+            let step = 64.min(dl - end);
+            if step == 0 {
+                return Err("unterminated string".into());
+            }
+            let chunk = p.read(db, at + data_at + end, step)?;
+            if let Some(nul) = chunk.iter().position(|&c| c == 0) {
+                end += nul;
+                break;
+            }
+            end += step;
+        }
+        let s = p.read(db, at + data_at + off, end - off)?;
+        Ok(Some(String::from_utf8_lossy(s).into_owned()))
+    };
+    let (Some(name), Some(version)) = (string(fields[0])?, string(fields[1])?) else {
+        return Ok(None);
+    };
+    let release = string(fields[2])?.unwrap_or_default();
+    let arch = string(fields[4])?;
+    let epoch = match fields[3] {
+        Some((TYPE_INT32, off)) if off + 4 <= dl => {
+            let b = p.read(db, at + data_at + off, 4)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        }
+        _ => None,
+    };
+    Ok(Some(application(
+        &name,
+        &epoch.map(|e| e.to_string()).unwrap_or_default(),
+        &version,
+        &release,
+        arch.as_deref().unwrap_or(""),
+    )))
+}
+
+fn read_with_program(paths: &Paths, dbdir: &str) -> Result<Vec<Application>, FactError> {
     let Some(rpm) = ["/usr/bin/rpm", "/bin/rpm"]
         .into_iter()
         .map(Path::new)
@@ -51,9 +183,10 @@ pub fn read(paths: &Paths) -> Result<Option<Vec<Application>>, FactError> {
     if !paths.is_system() {
         cmd.arg("--root").arg(paths.root());
     }
-    cmd.args(["-qa", "--qf", QUERY_FORMAT]);
+    // Named explicitly: an rpm built elsewhere (Debian's) has another default database.
+    cmd.args(["--dbpath", dbdir, "-qa", "--qf", QUERY_FORMAT]);
     let out = run_with_deadline(cmd, DEADLINE)?;
-    Ok(Some(parse(&String::from_utf8_lossy(&out))))
+    Ok(parse(&String::from_utf8_lossy(&out)))
 }
 
 /// Parses the output of `rpm -qa --qf` [`QUERY_FORMAT`].
@@ -66,25 +199,30 @@ pub fn parse(text: &str) -> Vec<Application> {
             if name.is_empty() || version.is_empty() {
                 return None;
             }
-            let mut full = String::with_capacity(epoch.len() + version.len() + release.len() + 2);
-            if !epoch.is_empty() {
-                full.push_str(epoch);
-                full.push(':');
-            }
-            full.push_str(version);
-            if !release.is_empty() {
-                full.push('-');
-                full.push_str(release);
-            }
-            Some(Application {
-                name: name.to_owned(),
-                version: full,
-                // gpg-pubkey entries are not packages of an architecture.
-                arch: (!arch.is_empty() && arch != "(none)").then(|| arch.to_owned()),
-                source: PackageSource::Rpm,
-            })
+            Some(application(name, epoch, version, release, arch))
         })
         .collect()
+}
+
+/// `[epoch:]version[-release]`, as dnf prints it: an epoch of 0 is no epoch.
+fn application(name: &str, epoch: &str, version: &str, release: &str, arch: &str) -> Application {
+    let mut full = String::with_capacity(epoch.len() + version.len() + release.len() + 2);
+    if !epoch.is_empty() && epoch != "0" {
+        full.push_str(epoch);
+        full.push(':');
+    }
+    full.push_str(version);
+    if !release.is_empty() {
+        full.push('-');
+        full.push_str(release);
+    }
+    Application {
+        name: name.to_owned(),
+        version: full,
+        // gpg-pubkey entries are not packages of an architecture.
+        arch: (!arch.is_empty() && arch != "(none)").then(|| arch.to_owned()),
+        source: PackageSource::Rpm,
+    }
 }
 
 /// Runs `cmd`, returns its stdout; kills it at the deadline.
