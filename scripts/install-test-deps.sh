@@ -13,6 +13,7 @@ pkgs=(
   python3 python3-venv                               # qemu.qmp client, raw socket clients
   iproute2 procps hostname passwd openssh-client     # tools the live cross-checks compare with
   dpkg-dev
+  rpm dbus-daemon                                    # reporters: rpm -qa/rpmbuild cross-check, a private bus for the logind client
   ifupdown network-manager chrony openssl systemd    # first-boot config: ifquery/ifup, nmcli --offline, chronyd -p, openssl passwd, systemctl --root
 )
 missing=()
