@@ -95,7 +95,7 @@ impl SystemdVm {
                 .arg(&qmp_sock)
                 .args(["--mem", "512"])
                 .args(["--append", "rdinit=/sbin/guestd-switch-root"])
-                .args(["--wait-for", "guestd-systemd-vm: ready", "--timeout", "300"])
+                .args(["--wait-for", "guestd-systemd-vm: ready", "--timeout", "900"])
                 .arg("--console")
                 .arg(&console)
                 .output()

@@ -338,8 +338,13 @@ async fn wall(cfg: &PowerConfig, text: &str) {
 
 /// Runs the steps until one works; returns only when every one failed (or the machine has not
 /// gone down yet after a command reported success).
-async fn run_chain(cfg: &PowerConfig, mode: PowerMode, message: Option<&str>, steps: Vec<Step>) {
-    let mut walled = false;
+async fn run_chain(
+    cfg: &PowerConfig,
+    mode: PowerMode,
+    message: Option<&str>,
+    steps: Vec<Step>,
+    mut walled: bool,
+) {
     let mut failures = Vec::new();
     for step in steps {
         let needs_wall = !matches!(&step, Step::Command(c) if c.method == PowerMethod::Shutdown);
@@ -456,6 +461,7 @@ impl PowerHandler {
         let delay = delay.filter(|d| !d.is_zero());
         let use_logind = self.cfg.methods.contains(&PowerMethod::Logind);
         let mut logind_error = None;
+        let mut walled = false;
 
         if use_logind {
             let r = match delay {
@@ -463,6 +469,7 @@ impl PowerHandler {
                 None => {
                     if let Some(m) = &message {
                         wall(&self.cfg, m).await;
+                        walled = true;
                     }
                     logind_now(mode).await
                 }
@@ -506,7 +513,7 @@ impl PowerHandler {
                 events.publish(Event::ShuttingDown);
                 tokio::spawn(async move {
                     tokio::time::sleep(cfg.grace).await;
-                    run_chain(&cfg, mode, message.as_deref(), steps).await;
+                    run_chain(&cfg, mode, message.as_deref(), steps, walled).await;
                 });
                 Ok(Outcome::Done)
             }
@@ -537,7 +544,8 @@ impl PowerHandler {
                     events.publish(Event::ShuttingDown);
                     // Recompute: the image may have changed during the delay.
                     let (steps, _) = cfg.fallbacks(mode, message.as_deref());
-                    run_chain(&cfg, mode, message.as_deref(), steps).await;
+                    // The notice went out when it was scheduled; say it again now.
+                    run_chain(&cfg, mode, message.as_deref(), steps, false).await;
                 });
                 Ok(Outcome::Scheduled)
             }

@@ -188,7 +188,12 @@ async fn follow(
 /// What the watcher knows of logind's sessions; turns changes into events. Pure: no D-Bus.
 #[derive(Debug, Default)]
 pub struct Tracker {
+    /// The sessions as logind last described them (`locked` is logind's `LockedHint`).
     sessions: HashMap<String, LogindSession>,
+    /// Locked as reported, by session id: `LockedHint` changes and `Lock`/`Unlock` signals.
+    /// Apart from the hint, because a `Lock` sent to a session whose locker never sets the hint
+    /// must not read as "unlocked" at the next re-read of the sessions.
+    locked: HashMap<String, bool>,
     active_user: Option<String>,
 }
 
@@ -246,23 +251,30 @@ impl Tracker {
                 if !s.is_user_session() {
                     continue;
                 }
+                let now = self.combined_lock(s);
                 match self.sessions.get(id) {
                     None => {
                         out.push(Event::SessionNew {
                             session: s.id.clone(),
                             user: s.user.clone(),
                         });
-                        if s.locked {
+                        if now {
                             out.push(Event::SessionLocked {
                                 session: s.id.clone(),
                             });
                         }
                     }
-                    Some(old) if old.locked != s.locked => out.push(lock_event(&s.id, s.locked)),
+                    Some(_) if self.locked.get(id).copied().unwrap_or(false) != now => {
+                        out.push(lock_event(&s.id, now));
+                    }
                     Some(_) => {}
                 }
             }
         }
+        self.locked = new
+            .values()
+            .map(|s| (s.id.clone(), self.combined_lock(s)))
+            .collect();
         self.sessions = new;
         if emit {
             out.extend(self.active_user_event());
@@ -270,6 +282,15 @@ impl Tracker {
             self.active_user = self.compute_active_user();
         }
         out
+    }
+
+    /// The locked state of `s` (a fresh description from logind): what the signals said,
+    /// unless logind's hint changed since.
+    fn combined_lock(&self, s: &LogindSession) -> bool {
+        match (self.sessions.get(&s.id), self.locked.get(&s.id)) {
+            (Some(old), Some(&reported)) if old.locked == s.locked => reported,
+            _ => s.locked,
+        }
     }
 
     /// A session appeared.
@@ -280,7 +301,13 @@ impl Tracker {
                 session: s.id.clone(),
                 user: s.user.clone(),
             });
+            if s.locked {
+                out.push(Event::SessionLocked {
+                    session: s.id.clone(),
+                });
+            }
         }
+        self.locked.insert(s.id.clone(), s.locked);
         self.sessions.insert(s.id.clone(), s);
         out.extend(self.active_user_event());
         out
@@ -289,6 +316,7 @@ impl Tracker {
     /// A session ended.
     pub fn session_removed(&mut self, id: &str) -> Vec<Event> {
         let mut out = Vec::new();
+        self.locked.remove(id);
         if let Some(s) = self.sessions.remove(id)
             && s.class == "user"
         {
@@ -312,12 +340,9 @@ impl Tracker {
 
     fn set_locked(&mut self, path: &str, locked: bool) -> Option<Event> {
         let s = self.by_path(path)?;
-        if s.locked == locked || !s.is_user_session() {
-            s.locked = locked;
-            return None;
-        }
-        s.locked = locked;
-        Some(lock_event(&s.id, locked))
+        let (id, user_session) = (s.id.clone(), s.is_user_session());
+        let before = self.locked.insert(id.clone(), locked).unwrap_or(false);
+        (user_session && before != locked).then(|| lock_event(&id, locked))
     }
 
     /// `PropertiesChanged` on the session at `path`.
@@ -329,6 +354,9 @@ impl Tracker {
     ) -> Vec<Event> {
         let mut out = Vec::new();
         if let Some(l) = locked_hint {
+            if let Some(s) = self.by_path(path) {
+                s.locked = l;
+            }
             out.extend(self.set_locked(path, l));
         }
         if let Some(a) = active {
@@ -497,6 +525,32 @@ mod tests {
         assert!(t.lock_signal(&path, true).is_empty());
         assert!(t.session_removed("c1").is_empty());
         assert_eq!(t.active_user(), None);
+    }
+
+    #[test]
+    fn a_lock_signal_survives_a_reread_with_an_unchanged_hint() {
+        let mut t = Tracker::default();
+        let bob = s("2", "bob", "tty", "seat0", false);
+        let path = bob.path.clone();
+        t.snapshot(vec![bob.clone()], false);
+        assert_eq!(
+            t.lock_signal(&path, true),
+            [Event::SessionLocked {
+                session: "2".into()
+            }]
+        );
+        // Re-read (seat0's active session changed): logind's hint is still false.
+        assert!(t.snapshot(vec![bob.clone()], true).is_empty());
+        // The hint moving is news, either way.
+        let mut hinted = bob.clone();
+        hinted.locked = true;
+        assert!(t.snapshot(vec![hinted], true).is_empty());
+        assert_eq!(
+            t.snapshot(vec![bob], true),
+            [Event::SessionUnlocked {
+                session: "2".into()
+            }]
+        );
     }
 
     #[test]
