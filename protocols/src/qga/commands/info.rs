@@ -109,7 +109,12 @@ pub(super) async fn users(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Su
         Err(FactError::Unavailable(_)) => Vec::new(),
         Err(e) => return Err(QgaError::from_fact(&e)),
     };
-    // One entry per user with the earliest login, in order of first appearance.
+    ret(users_list(sessions))
+}
+
+/// One entry per user with the earliest login, in order of first appearance (qemu-ga reads
+/// utmp `USER_PROCESS` records the same way).
+fn users_list(sessions: Vec<guestd_core::model::UserSession>) -> Value {
     let mut order: Vec<String> = Vec::new();
     let mut earliest: BTreeMap<String, f64> = BTreeMap::new();
     for s in sessions {
@@ -122,14 +127,15 @@ pub(super) async fn users(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Su
             }
         }
     }
-    let list: Vec<Value> = order
-        .into_iter()
-        .map(|u| {
-            let t = earliest.get(&u).copied().unwrap_or(0.0);
-            json!({ "user": u, "login-time": t })
-        })
-        .collect();
-    ret(Value::Array(list))
+    Value::Array(
+        order
+            .into_iter()
+            .map(|u| {
+                let t = earliest.get(&u).copied().unwrap_or(0.0);
+                json!({ "user": u, "login-time": t })
+            })
+            .collect(),
+    )
 }
 
 fn interface(i: &Interface) -> Value {
@@ -234,14 +240,20 @@ fn block_backed(f: &Filesystem) -> bool {
     f.device.starts_with("/dev/") && !matches!(f.fstype.as_str(), "devtmpfs" | "tmpfs" | "devpts")
 }
 
-fn filesystem(f: &Filesystem) -> Value {
+/// The kernel's name of a mount source: `vda1` for `/dev/vda1`, and for a device-mapper
+/// source the `dm-N` whose alias it is (qemu-ga names filesystems by their sysfs device).
+fn kernel_name(device: &str, dm: &[BlockDevice]) -> String {
+    if let Some(alias) = device.strip_prefix("/dev/mapper/")
+        && let Some(b) = dm.iter().find(|b| b.alias.as_deref() == Some(alias))
+    {
+        return b.name.trim_start_matches("/dev/").to_owned();
+    }
+    device.rsplit('/').next().unwrap_or(device).to_owned()
+}
+
+fn filesystem(f: &Filesystem, dm: &[BlockDevice]) -> Value {
     let mut m = Map::new();
-    let name = f
-        .device
-        .rsplit('/')
-        .next()
-        .unwrap_or(f.device.as_str())
-        .to_owned();
+    let name = kernel_name(&f.device, dm);
     m.insert("name".into(), name.into());
     m.insert("mountpoint".into(), f.mountpoint.clone().into());
     m.insert("type".into(), f.fstype.clone().into());
@@ -271,10 +283,16 @@ pub(super) async fn fsinfo(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<S
         .filesystems()
         .await
         .map_err(|e| QgaError::from_fact(&e))?;
+    // Device-mapper sources need the block device list to find their dm-N name.
+    let dm = if list.iter().any(|f| f.device.starts_with("/dev/mapper/")) {
+        ctx.agent.facts.block_devices().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     ret(Value::Array(
         list.iter()
             .filter(|f| block_backed(f))
-            .map(filesystem)
+            .map(|f| filesystem(f, &dm))
             .collect(),
     ))
 }
@@ -440,22 +458,19 @@ fn route(r: &Route) -> Value {
     m.insert("destination".into(), r.destination.clone().into());
     m.insert("metric".into(), r.metric.into());
     m.insert("version".into(), r.version.into());
+    // qemu-ga always fills the addresses of its table rows, with the unspecified address
+    // where the kernel has none.
     if r.version == 6 {
-        put(
-            &mut m,
-            "desprefixlen",
-            r.destination_prefix.map(|p| p.to_string()),
-        );
-        put(&mut m, "source", r.source.clone());
-        put(
-            &mut m,
-            "srcprefixlen",
-            r.source_prefix.map(|p| p.to_string()),
-        );
-        put(&mut m, "nexthop", r.gateway.clone());
+        let prefix = |p: Option<u8>| p.unwrap_or(0).to_string();
+        let addr = |a: &Option<String>| a.clone().unwrap_or_else(|| "::".into());
+        m.insert("desprefixlen".into(), prefix(r.destination_prefix).into());
+        m.insert("source".into(), addr(&r.source).into());
+        m.insert("srcprefixlen".into(), prefix(r.source_prefix).into());
+        m.insert("nexthop".into(), addr(&r.gateway).into());
     } else {
-        put(&mut m, "gateway", r.gateway.clone());
-        put(&mut m, "mask", r.mask.clone());
+        let addr = |a: &Option<String>| a.clone().unwrap_or_else(|| "0.0.0.0".into());
+        m.insert("gateway".into(), addr(&r.gateway).into());
+        m.insert("mask".into(), addr(&r.mask).into());
         put(&mut m, "irtt", r.irtt);
         put(&mut m, "window", r.window);
         put(&mut m, "mtu", r.mtu);
@@ -518,6 +533,58 @@ mod tests {
     }
 
     #[test]
+    fn users_once_each_with_earliest_login() {
+        let s = |name: &str, t: f64| guestd_core::model::UserSession {
+            name: name.into(),
+            uid: None,
+            session_id: None,
+            seat: None,
+            tty: None,
+            remote_host: None,
+            class: None,
+            kind: None,
+            active: false,
+            locked: false,
+            login_time: Some(t),
+            source: guestd_core::model::SessionSource::Utmp,
+        };
+        assert_eq!(
+            users_list(vec![s("bob", 20.5), s("root", 10.0), s("bob", 5.25)]),
+            json!([{"user": "bob", "login-time": 5.25}, {"user": "root", "login-time": 10.0}])
+        );
+    }
+
+    #[test]
+    fn routes_fill_unspecified_addresses() {
+        let v4 = Route {
+            iface: "eth0".into(),
+            destination: "192.0.2.0".into(),
+            version: 4,
+            mask: Some("255.255.255.0".into()),
+            flags: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            route(&v4),
+            json!({"iface": "eth0", "destination": "192.0.2.0", "metric": 0, "version": 4,
+                   "gateway": "0.0.0.0", "mask": "255.255.255.0", "flags": 1})
+        );
+        let v6 = Route {
+            iface: "eth0".into(),
+            destination: "fd00::".into(),
+            version: 6,
+            metric: 256,
+            destination_prefix: Some(64),
+            ..Default::default()
+        };
+        assert_eq!(
+            route(&v6),
+            json!({"iface": "eth0", "destination": "fd00::", "metric": 256, "version": 6,
+                   "desprefixlen": "64", "source": "::", "srcprefixlen": "0", "nexthop": "::"})
+        );
+    }
+
+    #[test]
     fn fsinfo_shape() {
         let f = Filesystem {
             mountpoint: "/".into(),
@@ -540,8 +607,15 @@ mod tests {
                 ..Default::default()
             }],
         };
+        let dm = [BlockDevice {
+            name: "/dev/dm-0".into(),
+            alias: Some("vg-root".into()),
+            ..Default::default()
+        }];
+        assert_eq!(kernel_name("/dev/mapper/vg-root", &dm), "dm-0");
+        assert_eq!(kernel_name("/dev/vda1", &dm), "vda1");
         assert_eq!(
-            filesystem(&f),
+            filesystem(&f, &[]),
             json!({"name": "vda", "mountpoint": "/", "type": "ext4", "used-bytes": 30,
                    "total-bytes": 90, "total-bytes-privileged": 100,
                    "disk": [{"pci-controller": {"domain": 0, "bus": 0, "slot": 2, "function": 0},
