@@ -45,3 +45,54 @@ fn help_lists_subcommands() {
         assert!(s.contains(sub), "{sub} missing from --help: {s}");
     }
 }
+
+#[test]
+fn run_qga_options() {
+    // qemu-ga's `-b help`: the command list, exit 0.
+    let out = Command::new(support::guestd_bin())
+        .args(["run", "--block-rpcs", "help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(s.lines().count(), 44, "{s}");
+    assert!(s.lines().any(|l| l == "guest-sync-delimited"), "{s}");
+
+    // Both lists: refused like qemu-ga refuses them, before anything starts.
+    let out = Command::new(support::guestd_bin())
+        .args([
+            "run",
+            "--block-rpcs",
+            "guest-exec",
+            "--allow-rpcs",
+            "guest-ping",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--allow-rpcs and --block-rpcs are mutually exclusive"),
+        "{e}"
+    );
+
+    for bad in ["nope=virtio:x", "qga=bogus:x", "qga=virtio:"] {
+        let out = Command::new(support::guestd_bin())
+            .args(["run", "--channel", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(!out.stderr.is_empty(), "{bad}");
+    }
+
+    // --fsfreeze-hook takes its path only attached, as qemu-ga's -F.
+    let out = Command::new(support::guestd_bin())
+        .args(["run", "--fsfreeze-hook", "/x", "--block-rpcs", "help"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a detached hook path is a stray argument"
+    );
+}
