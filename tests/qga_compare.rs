@@ -151,15 +151,26 @@ fn parse_tags(line: &str) -> (Tags, String) {
     }
 }
 
-fn load_corpus(path: &Path) -> Vec<Item> {
+/// A corpus file: its items, and whether it runs inside a chroot of test users (`@chroot`).
+struct Corpus {
+    items: Vec<Item>,
+    chroot: bool,
+}
+
+fn load_corpus(path: &Path) -> Corpus {
     let text = std::fs::read_to_string(path).unwrap();
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     let mut items = Vec::new();
     let mut batch: Option<(String, Vec<Line>)> = None;
+    let mut chroot = false;
     for (i, raw) in text.lines().enumerate() {
         let at = format!("{name}:{}", i + 1);
         let trimmed = raw.trim_end();
         if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed == "@chroot" {
+            chroot = true;
             continue;
         }
         if trimmed == "@batch" {
@@ -179,7 +190,7 @@ fn load_corpus(path: &Path) -> Vec<Item> {
         }
     }
     assert!(batch.is_none(), "{name}: @batch without @end");
-    items
+    Corpus { items, chroot }
 }
 
 fn unescape(s: &str) -> Vec<u8> {
@@ -241,8 +252,9 @@ impl State {
     }
 }
 
-/// Refuse any request that could act on this machine.
-fn guard(line: &Line, bytes: &[u8], mnt: &str) {
+/// Refuse any request that could act on this machine. Inside the test chroot the ssh-key
+/// commands may run: they act on its test users only.
+fn guard(line: &Line, bytes: &[u8], mnt: &str, chroot: bool) {
     let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
         return; // not JSON at all: cannot run a command
     };
@@ -269,8 +281,9 @@ fn guard(line: &Line, bytes: &[u8], mnt: &str) {
         );
         return;
     }
+    let chrooted = chroot && cmd.starts_with("guest-ssh-");
     assert!(
-        !ACTING.contains(&cmd) || line.tags.invalid,
+        !ACTING.contains(&cmd) || line.tags.invalid || chrooted,
         "{}: {cmd} would act on this machine; only refused arguments may be sent (?invalid)",
         line.at
     );
@@ -291,6 +304,8 @@ struct Agent {
     state: State,
     /// The corpus line being run, for messages.
     current: String,
+    /// The root the agent runs in, when chrooted.
+    chroot: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -321,32 +336,58 @@ fn wait_for_socket(sock: &Path, child: &mut Child) -> UnixStream {
 }
 
 impl Agent {
-    fn start(name: &'static str, mnt: &str) -> Agent {
+    fn start(name: &'static str, mnt: &str, chroot: Option<PathBuf>) -> Agent {
         let dir = support::short_tmpdir();
-        let sock = dir.path().join("a.sock");
-        let statedir = dir.path().join("state");
         let scratch = dir.path().join("tmp");
-        std::fs::create_dir_all(&statedir).unwrap();
         std::fs::create_dir_all(&scratch).unwrap();
-        let mut cmd = if name == "qemu-ga" {
-            let mut c = Command::new("qemu-ga");
-            c.arg("-m")
+        // Paths as the agent sees them, and the socket as the host sees it.
+        let (sock_in, state_in, sock) = match &chroot {
+            Some(root) => (
+                PathBuf::from("/run/a.sock"),
+                PathBuf::from("/run/state"),
+                root.join("run/a.sock"),
+            ),
+            None => (
+                dir.path().join("a.sock"),
+                dir.path().join("state"),
+                dir.path().join("a.sock"),
+            ),
+        };
+        let host_state = match &chroot {
+            Some(root) => root.join("run/state"),
+            None => state_in.clone(),
+        };
+        std::fs::create_dir_all(&host_state).unwrap();
+        let program: PathBuf = if name == "qemu-ga" {
+            PathBuf::from("/usr/sbin/qemu-ga")
+        } else if chroot.is_some() {
+            PathBuf::from("/bin/guestd")
+        } else {
+            support::guestd_bin()
+        };
+        let mut cmd = match &chroot {
+            Some(root) => {
+                let mut c = Command::new("chroot");
+                c.arg(root).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        if name == "qemu-ga" {
+            cmd.arg("-m")
                 .arg("unix-listen")
                 .arg("-p")
-                .arg(&sock)
+                .arg(&sock_in)
                 .arg("-t")
-                .arg(&statedir);
-            c
+                .arg(&state_in);
         } else {
-            let mut c = Command::new(support::guestd_bin());
-            c.arg("run")
+            cmd.arg("run")
                 .arg("--channel")
-                .arg(format!("qga=unix-listen:{}", sock.display()))
+                .arg(format!("qga=unix-listen:{}", sock_in.display()))
                 .arg("--statedir")
-                .arg(&statedir)
+                .arg(&state_in)
                 .env("GUESTD_LOG", "warn");
-            c
-        };
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -363,6 +404,7 @@ impl Agent {
             pending: Vec::new(),
             next_marker: 7_000_000_000,
             current: String::new(),
+            chroot,
             state: State {
                 tmp: scratch.display().to_string(),
                 mnt: mnt.to_owned(),
@@ -448,13 +490,18 @@ impl Agent {
             Item::Batch(_, lines) => {
                 let bytes: Vec<u8> = lines.iter().flat_map(|l| self.state.expand(l)).collect();
                 for l in lines {
-                    guard(l, &self.state.expand(l), &self.state.mnt);
+                    guard(
+                        l,
+                        &self.state.expand(l),
+                        &self.state.mnt,
+                        self.chroot.is_some(),
+                    );
                 }
                 self.exchange(&bytes, None)
             }
             Item::One(line) => {
                 let bytes = self.state.expand(line);
-                guard(line, &bytes, &self.state.mnt);
+                guard(line, &bytes, &self.state.mnt, self.chroot.is_some());
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
                     let replies = self.exchange(&bytes, line.tags.split);
@@ -699,6 +746,130 @@ fn nix_is_root() -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A chroot with test users, for the commands that act on users
+// ---------------------------------------------------------------------------------------------
+
+/// Test users: name, uid, home, and what their home holds at the start.
+const USERS: [(&str, u32, &str); 4] = [
+    ("alice", 1001, "home, no .ssh"),
+    (
+        "bob",
+        1002,
+        "authorized_keys with a comment, a blank line and two keys",
+    ),
+    ("carol", 1003, "no home directory"),
+    ("dave", 1004, ".ssh without authorized_keys"),
+];
+
+const BOB_KEYS: &str = "# bob's keys\n\nssh-rsa AAAAB3NzaC1yc2EAAAADAQABBob1 bob@h\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBob2 bob@h\n";
+
+/// Copy `bin` and the libraries `ldd` names into `root`, at the same paths.
+fn copy_with_libs(root: &Path, bin: &Path, dest: &Path) {
+    let copy = |from: &Path, to: &Path| {
+        let to = root.join(to.strip_prefix("/").unwrap_or(to));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    };
+    copy(bin, dest);
+    let out = Command::new("ldd").arg(bin).output().unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            copy(Path::new(p), Path::new(p));
+        }
+    }
+}
+
+/// A fresh root with both agents and the test users.
+fn make_chroot() -> tempfile::TempDir {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let dir = support::short_tmpdir();
+    let root = dir.path();
+    for d in ["etc", "run", "tmp", "home", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    copy_with_libs(
+        root,
+        Path::new("/usr/sbin/qemu-ga"),
+        Path::new("/usr/sbin/qemu-ga"),
+    );
+    copy_with_libs(root, &support::guestd_bin(), Path::new("/bin/guestd"));
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut group = String::from("root:x:0:\n");
+    for (name, uid, _) in USERS {
+        passwd.push_str(&format!("{name}:x:{uid}:{uid}::/home/{name}:/bin/sh\n"));
+        group.push_str(&format!("{name}:x:{uid}:\n"));
+    }
+    std::fs::write(root.join("etc/passwd"), passwd).unwrap();
+    std::fs::write(root.join("etc/group"), group).unwrap();
+    std::fs::write(
+        root.join("etc/nsswitch.conf"),
+        "passwd: files\ngroup: files\n",
+    )
+    .unwrap();
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    for (name, uid, _) in USERS {
+        if name == "carol" {
+            continue;
+        }
+        let home = root.join("home").join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        chown(&home, Some(uid), Some(uid)).unwrap();
+        mode(&home, 0o755);
+        if name == "bob" || name == "dave" {
+            let ssh = home.join(".ssh");
+            std::fs::create_dir_all(&ssh).unwrap();
+            chown(&ssh, Some(uid), Some(uid)).unwrap();
+            mode(&ssh, 0o700);
+            if name == "bob" {
+                let keys = ssh.join("authorized_keys");
+                std::fs::write(&keys, BOB_KEYS).unwrap();
+                chown(&keys, Some(uid), Some(uid)).unwrap();
+                mode(&keys, 0o600);
+            }
+        }
+    }
+    dir
+}
+
+/// Owner, group, mode and content of every user's `~/.ssh` and `authorized_keys`.
+fn ssh_files(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for (name, _, _) in USERS {
+        for rel in [".ssh", ".ssh/authorized_keys"] {
+            let p = root.join("home").join(name).join(rel);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) => {
+                    // The keys, as sshd reads them: blank lines and line order aside.
+                    let content = if m.is_file() {
+                        let text = std::fs::read_to_string(&p).unwrap_or_default();
+                        let mut keys: Vec<&str> =
+                            text.lines().filter(|l| !l.trim().is_empty()).collect();
+                        keys.sort_unstable();
+                        keys.join("\n")
+                    } else {
+                        String::new()
+                    };
+                    out.push(format!(
+                        "~{name}/{rel}: uid {} gid {} mode {:o} {content:?}",
+                        m.uid(),
+                        m.gid(),
+                        m.mode() & 0o7777
+                    ));
+                }
+                Err(_) => out.push(format!("~{name}/{rel}: absent")),
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // The test
 // ---------------------------------------------------------------------------------------------
 
@@ -726,7 +897,7 @@ fn count_requests(items: &[Item]) -> usize {
 #[test]
 fn corpus_is_large_and_documented() {
     let files = corpus_files();
-    let items: Vec<Item> = files.iter().flat_map(|f| load_corpus(f)).collect();
+    let items: Vec<Item> = files.iter().flat_map(|f| load_corpus(f).items).collect();
     let n = count_requests(&items);
     assert!(n >= 200, "corpus has only {n} requests");
     let doc = std::fs::read_to_string(
@@ -762,21 +933,35 @@ fn same_answers_as_qemu_ga() {
     let mut diffs = Vec::new();
     let mut total = 0;
     for file in corpus_files() {
-        let items = load_corpus(&file);
+        let Corpus { items, chroot } = load_corpus(&file);
         let needs_mount = std::fs::read_to_string(&file).unwrap().contains("$MNT");
         if needs_mount && mount.is_none() {
             eprintln!("*** SKIPPED {} (no loop mount)", file.display());
             continue;
         }
+        if chroot
+            && !support::require_peer(
+                nix_is_root() && support::have_command("chroot") && support::have_command("ldd"),
+                "root with chroot and ldd (test users for guest-ssh-*)",
+            )
+        {
+            continue;
+        }
         total += count_requests(&items);
         // qemu-ga first, to the end of the file, then guestd: each gets a fresh state
-        // directory and the same requests.
+        // directory (and a fresh chroot) and the same requests.
         let mut runs = Vec::new();
+        let mut files_after = Vec::new();
         for name in ["qemu-ga", "guestd"] {
+            let root = chroot.then(make_chroot);
             let started = Instant::now();
-            let mut agent = Agent::start(name, &mnt);
+            let mut agent = Agent::start(name, &mnt, root.as_ref().map(|r| r.path().to_owned()));
             let replies: Vec<Vec<Reply>> = items.iter().map(|i| agent.run(i)).collect();
             runs.push((replies, agent.state.tmp.clone()));
+            drop(agent);
+            if let Some(r) = &root {
+                files_after.push(ssh_files(r.path()));
+            }
             eprintln!(
                 "{}: {name} answered in {:?}",
                 file.display(),
@@ -788,6 +973,16 @@ fn same_answers_as_qemu_ga() {
         for (i, item) in items.iter().enumerate() {
             if let Some(d) = compare(item, &q[i], &g[i], qtmp, gtmp) {
                 diffs.push(d);
+            }
+        }
+        if let [qf, gf] = files_after.as_slice() {
+            for (a, b) in qf.iter().zip(gf) {
+                if a != b {
+                    diffs.push(format!(
+                        "{}: files differ afterwards\n  qemu-ga: {a}\n  guestd:  {b}",
+                        file.display()
+                    ));
+                }
             }
         }
     }
