@@ -11,6 +11,8 @@ mod checker;
 mod host;
 #[path = "ovirt/props.rs"]
 mod props;
+#[path = "ovirt/vm.rs"]
+mod vm;
 
 use std::time::Duration;
 
