@@ -422,51 +422,37 @@ fn findmnt_source(s: &str) -> String {
     s.split('[').next().unwrap_or(s).to_owned()
 }
 
-#[test]
-fn live_filesystems_match_findmnt() {
-    if !require_peer(
-        have_command("findmnt"),
-        "findmnt (Debian package util-linux)",
-    ) {
-        return;
-    }
-    let v = json(&["filesystems"]);
-    let fm: Value = serde_json::from_str(&tool(
-        "findmnt",
-        &["-J", "-l", "-b", "-o", "TARGET,SOURCE,FSTYPE,SIZE,USED"],
-    ))
-    .unwrap();
-    let pseudo = [
-        "autofs",
-        "binfmt_misc",
-        "bpf",
-        "cgroup",
-        "cgroup2",
-        "configfs",
-        "debugfs",
-        "devpts",
-        "efivarfs",
-        "fusectl",
-        "hugetlbfs",
-        "mqueue",
-        "nsfs",
-        "proc",
-        "pstore",
-        "rpc_pipefs",
-        "securityfs",
-        "selinuxfs",
-        "sysfs",
-        "tracefs",
-    ];
-    let theirs: Vec<&Value> = fm["filesystems"]
+const PSEUDO_FS: [&str; 20] = [
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "efivarfs",
+    "fusectl",
+    "hugetlbfs",
+    "mqueue",
+    "nsfs",
+    "proc",
+    "pstore",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "sysfs",
+    "tracefs",
+];
+
+/// (ours, findmnt's) mounts as sorted `target source type` lines.
+fn mount_keys(v: &Value, fm: &Value) -> (Vec<String>, Vec<String>) {
+    let key = |t: &str, s: &str, f: &str| format!("{t} {} {f}", findmnt_source(s));
+    let mut want: Vec<String> = fm["filesystems"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| !pseudo.contains(&f["fstype"].as_str().unwrap_or("")))
-        .collect();
-    let key = |t: &str, s: &str, f: &str| format!("{t} {} {f}", findmnt_source(s));
-    let mut want: Vec<String> = theirs
-        .iter()
+        .filter(|f| !PSEUDO_FS.contains(&f["fstype"].as_str().unwrap_or("")))
         .map(|f| {
             key(
                 f["target"].as_str().unwrap(),
@@ -475,8 +461,9 @@ fn live_filesystems_match_findmnt() {
             )
         })
         .collect();
-    let ours = v["filesystems"].as_array().unwrap();
-    let mut got: Vec<String> = ours
+    let mut got: Vec<String> = v["filesystems"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|f| {
             key(
@@ -488,7 +475,39 @@ fn live_filesystems_match_findmnt() {
         .collect();
     want.sort();
     got.sort();
-    assert_eq!(got, want);
+    (got, want)
+}
+
+#[test]
+fn live_filesystems_match_findmnt() {
+    if !require_peer(
+        have_command("findmnt"),
+        "findmnt (Debian package util-linux)",
+    ) {
+        return;
+    }
+    let findmnt = || -> Value {
+        serde_json::from_str(&tool(
+            "findmnt",
+            &["-J", "-l", "-b", "-o", "TARGET,SOURCE,FSTYPE,SIZE,USED"],
+        ))
+        .unwrap()
+    };
+    // Other tests on the machine may mount or unmount between the two reads: a differing
+    // table is read again, a few times, before it counts as a mismatch.
+    let mut attempt = 0;
+    let (v, fm) = loop {
+        attempt += 1;
+        let (v, fm) = (json(&["filesystems"]), findmnt());
+        let (got, want) = mount_keys(&v, &fm);
+        if got == want || attempt == 3 {
+            assert_eq!(got, want);
+            break (v, fm);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let ours = v["filesystems"].as_array().unwrap();
+    let theirs = fm["filesystems"].as_array().unwrap();
     // Sizes of the root filesystem: the size is fixed, usage moves a little.
     let root_theirs = theirs.iter().rev().find(|f| f["target"] == "/").unwrap();
     let root_ours = ours.iter().rev().find(|f| f["mountpoint"] == "/").unwrap();
