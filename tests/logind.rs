@@ -15,6 +15,10 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -115,6 +119,78 @@ fn sessions_out(out: &str) -> Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// The host (VDSM) side of the oVirt channel: every message the agent sends, and commands.
+struct OvirtHost {
+    writer: UnixStream,
+    got: Arc<Mutex<Vec<Value>>>,
+}
+
+impl OvirtHost {
+    fn connect(sock: &Path) -> Self {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(sock) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(30), "oVirt port: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        };
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&got);
+        let reader = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        OvirtHost {
+            writer: stream,
+            got,
+        }
+    }
+
+    fn send(&mut self, cmd: Value) {
+        writeln!(self.writer, "{cmd}").unwrap();
+    }
+
+    /// The session messages so far: `session-*` by name, `active-user NAME`.
+    fn session_messages(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m["__name__"].as_str()? {
+                "active-user" => Some(format!("active-user {}", m["name"].as_str()?)),
+                n @ ("session-logon" | "session-logoff" | "session-lock" | "session-unlock") => {
+                    Some(n.to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until `what` came `count` times.
+    fn wait_for(&self, what: &str, count: usize) {
+        let start = Instant::now();
+        loop {
+            let got = self.session_messages();
+            if got.iter().filter(|m| *m == what).count() >= count {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "oVirt: no {count}x {what:?} in {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 #[test]
 fn lock_log_off_session_events_users_and_power_with_real_logind() {
     let image = match systemd_vm::image() {
@@ -148,6 +224,13 @@ fn lock_log_off_session_events_users_and_power_with_real_logind() {
         "grep -q 'following systemd-logind session signals' /run/ev.err",
         Duration::from_secs(60),
     );
+    // guestd as the oVirt agent on ovirt-guest-agent.0 (found through sysfs: no udev here).
+    sh.ok(
+        "NO_COLOR=1 guestd run --channel ovirt=virtio:ovirt-guest-agent.0 >/run/ovirt.log 2>&1 &",
+    );
+    let mut ovirt = OvirtHost::connect(&vm.ovirt_sock);
+    ovirt.send(json!({"__name__": "refresh", "apiVersion": 3}));
+    ovirt.wait_for("active-user None", 1);
     sh.ok(
         "dbus-monitor --system \"type='signal',sender='org.freedesktop.login1',\
          interface='org.freedesktop.login1.Session'\" >/run/mon.log 2>&1 &",
@@ -250,11 +333,16 @@ fn lock_log_off_session_events_users_and_power_with_real_logind() {
         Duration::from_secs(30),
     );
     wait_event(sh, &json!({"event": "active-user", "user": "carol"}));
-    assert_eq!(
-        sessions_out(&sh.ok("NO_COLOR=1 guestd debug lock")),
-        json!({"sessions": [carol]})
+    // oVirt's lock-screen locks the active (graphical) session and reports session-lock.
+    let carol_path = session_path(sh, &carol);
+    ovirt.send(json!({"__name__": "lock-screen"}));
+    wait_until(
+        sh,
+        &format!("grep -A1 'path={carol_path};' /run/mon.log | grep -q 'member=Lock'"),
+        Duration::from_secs(30),
     );
     wait_event(sh, &json!({"event": "session-locked", "session": carol}));
+    ovirt.wait_for("session-lock", 4);
 
     // ---- log off: a named user, the active graphical session, everyone ----
     assert_eq!(
@@ -270,13 +358,16 @@ fn lock_log_off_session_events_users_and_power_with_real_logind() {
         "! loginctl list-sessions --no-legend | awk '{print $3}' | grep -qx bob",
         Duration::from_secs(60),
     );
-    assert_eq!(
-        sessions_out(&sh.ok("guestd debug log-off")),
-        json!({"sessions": [carol]})
-    );
+    // oVirt's log-off ends the active graphical session.
+    ovirt.send(json!({"__name__": "log-off"}));
     wait_event(
         sh,
         &json!({"event": "session-removed", "session": carol, "user": "carol"}),
+    );
+    wait_until(
+        sh,
+        "! loginctl list-sessions --no-legend | awk '{print $3}' | grep -qx carol",
+        Duration::from_secs(60),
     );
     assert_eq!(
         sessions_out(&sh.ok("guestd debug log-off --all")),
@@ -312,6 +403,45 @@ fn lock_log_off_session_events_users_and_power_with_real_logind() {
         json!({"event": "active-user", "user": null}),
     ];
     assert_eq!(got, want);
+
+    // What oVirt's host saw: every logon, lock, unlock and logoff once, in order; active-user
+    // following the changes and ending at "None".
+    ovirt.wait_for("session-logoff", 3);
+    ovirt.wait_for("active-user None", 2);
+    let seen = ovirt.session_messages();
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|m| !m.starts_with("active-user"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session-logon",
+            "session-logon",
+            "session-lock",
+            "session-unlock",
+            "session-lock",
+            "session-unlock",
+            "session-lock",
+            "session-logon",
+            "session-lock",
+            "session-logoff",
+            "session-logoff",
+            "session-logoff",
+        ],
+        "{seen:?}"
+    );
+    let mut users: Vec<&str> = seen
+        .iter()
+        .filter_map(|m| m.strip_prefix("active-user "))
+        .collect();
+    users.dedup();
+    assert_eq!(
+        users,
+        ["None", "alice", "carol", "alice", "None"],
+        "{seen:?}"
+    );
 
     // ---- power through logind: a scheduled power off with the exact delay and message ----
     sh.ok("NO_COLOR=1 guestd debug power --mode poweroff --delay 600 \

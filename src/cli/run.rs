@@ -189,6 +189,11 @@ async fn serve(args: Args, filter: CommandFilter, channels: Vec<Channel>) -> any
     ));
 
     let ovirt = args.ovirt.protocol();
+    // oVirt reports logons, logoffs, locks and the active user from logind's signals.
+    let _session_watcher = channels
+        .iter()
+        .any(|c| matches!(c, Channel::Ovirt(_)))
+        .then(|| guestd_core::actions::session_events::spawn_session_watcher(agent.events.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -72,6 +72,9 @@ pub struct SystemdVm {
     pub qmp: Qmp,
     /// The command channel.
     pub shell: GuestShell,
+    /// Host end of the guest's `ovirt-guest-agent.0` port (nothing serves it until the test
+    /// starts an agent on it).
+    pub ovirt_sock: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -82,6 +85,7 @@ impl SystemdVm {
         let sock = dir.path().join("t.sock");
         let qmp_sock = dir.path().join("qmp.sock");
         let console = dir.path().join("console.log");
+        let ovirt_sock = dir.path().join("ovirt.sock");
         let qemu = {
             let out = Command::new(super::peers_dir().join("vm/boot.sh"))
                 .env("QEMU_EXTRA_ARGS", "-snapshot")
@@ -91,6 +95,8 @@ impl SystemdVm {
                 .arg(image)
                 .arg("--port")
                 .arg(format!("{SHELL_PORT}={}", sock.display()))
+                .arg("--port")
+                .arg(format!("ovirt-guest-agent.0={}", ovirt_sock.display()))
                 .arg("--qmp")
                 .arg(&qmp_sock)
                 .args(["--mem", "512"])
@@ -116,6 +122,7 @@ impl SystemdVm {
             qemu,
             qmp,
             shell,
+            ovirt_sock,
             _dir: dir,
         }
     }
