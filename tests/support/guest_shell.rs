@@ -1,9 +1,10 @@
-//! Host side of the test VMs' helpers: the command channel of `guest-shell.sh` on a
-//! virtio-serial port, a minimal QMP client for QEMU's events, and a handle on a QEMU started by
-//! `../shared/peers/vm/boot.sh` that kills it when dropped.
+//! Host side of the systemd test VM's helpers (tests/support/systemd_vm.rs): the command channel
+//! of `guest-shell.sh` on a virtio-serial port, and a handle on a QEMU started by
+//! `../shared/peers/vm/boot.sh` (which returns while QEMU runs) that kills it when dropped.
+//! Busybox VMs use tests/support/vm.rs instead.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -137,106 +138,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A QMP connection that collects QEMU's events.
-pub struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    /// Every event seen so far.
-    pub events: Vec<serde_json::Value>,
-}
-
-impl Qmp {
-    /// Connects and leaves capabilities negotiation mode.
-    pub fn connect(sock: &Path) -> Self {
-        let start = Instant::now();
-        let stream = loop {
-            match UnixStream::connect(sock) {
-                Ok(s) => break s,
-                Err(e) => {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(30),
-                        "QMP connect: {e}"
-                    );
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let writer = stream.try_clone().unwrap();
-        let mut q = Qmp {
-            reader: BufReader::new(stream),
-            writer,
-            events: Vec::new(),
-        };
-        let greeting = q.read().expect("QMP greeting");
-        assert!(greeting.get("QMP").is_some(), "{greeting}");
-        q.execute("qmp_capabilities");
-        q
-    }
-
-    fn read(&mut self) -> Option<serde_json::Value> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => serde_json::from_str(&line).ok(),
-        }
-    }
-
-    /// Runs a QMP command and returns its `return` value.
-    pub fn execute(&mut self, cmd: &str) -> serde_json::Value {
-        writeln!(self.writer, "{}", serde_json::json!({ "execute": cmd })).unwrap();
-        loop {
-            let v = self.read().expect("QMP answer");
-            if v.get("event").is_some() {
-                self.events.push(v);
-                continue;
-            }
-            if let Some(r) = v.get("return") {
-                return r.clone();
-            }
-            panic!("QMP {cmd} failed: {v}");
-        }
-    }
-
-    /// Waits for the event `name` (or finds it among those seen); `None` when QEMU closed the
-    /// connection or `limit` passed first.
-    pub fn wait_event(&mut self, name: &str, limit: Duration) -> Option<serde_json::Value> {
-        if let Some(e) = self.events.iter().find(|e| e["event"] == name) {
-            return Some(e.clone());
-        }
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            self.reader
-                .get_ref()
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return None,
-                Ok(_) => {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                        && v.get("event").is_some()
-                    {
-                        self.events.push(v.clone());
-                        if v["event"] == name {
-                            return Some(v);
-                        }
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-}
-
 /// A QEMU started by boot.sh (not our child: boot.sh returns while it runs). Killed on drop.
 pub struct Qemu {
     /// QEMU's pid.
@@ -246,29 +147,6 @@ pub struct Qemu {
 }
 
 impl Qemu {
-    /// Runs `boot.sh ARGS --console CONSOLE` and takes the pid it prints.
-    pub fn boot(args: &[&str], console: &Path) -> Self {
-        let out = Command::new(super::peers_dir().join("vm/boot.sh"))
-            .args(args)
-            .arg("--console")
-            .arg(console)
-            .output()
-            .expect("run boot.sh");
-        assert!(
-            out.status.success(),
-            "boot.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pid = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("boot.sh prints QEMU's pid");
-        Qemu {
-            pid,
-            console: console.to_owned(),
-        }
-    }
-
     /// True while the QEMU process exists (and is not a zombie).
     pub fn alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::guest_shell::{GuestShell, Qemu, Qmp, SHELL_PORT, guest_shell_script};
+use super::guest_shell::{GuestShell, Qemu, SHELL_PORT, guest_shell_script};
+use super::vm::Qmp;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

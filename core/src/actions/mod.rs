@@ -132,7 +132,10 @@ pub fn default_dispatcher(cfg: &ActionsConfig, events: &EventBus) -> Dispatcher 
         },
         events.clone(),
     )));
+    // Lock and log off act on the running machine's logind: not for another root.
     #[cfg(all(target_os = "linux", feature = "dbus"))]
-    d.register(Arc::new(session::SessionHandler::new()));
+    if cfg.paths.is_system() {
+        d.register(Arc::new(session::SessionHandler::new()));
+    }
     d
 }

@@ -32,7 +32,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
@@ -105,8 +105,14 @@ pub struct PowerHandler {
 }
 
 impl PowerHandler {
-    /// A handler with these settings, publishing [`Event::ShuttingDown`] on `events`.
-    pub fn new(cfg: PowerConfig, events: EventBus) -> Self {
+    /// A handler with these settings, publishing [`Event::ShuttingDown`] on `events`. On a root
+    /// other than `/` (a fixture tree, a chroot being prepared) logind and `reboot(2)` are left
+    /// out: both would act on the running machine, not on that root.
+    pub fn new(mut cfg: PowerConfig, events: EventBus) -> Self {
+        if !cfg.paths.is_system() {
+            cfg.methods
+                .retain(|m| !matches!(m, PowerMethod::Logind | PowerMethod::Syscall));
+        }
         Self { cfg, events }
     }
 }
@@ -398,6 +404,8 @@ async fn logind_schedule(
     delay: Duration,
     message: Option<&str>,
 ) -> Result<(), String> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use crate::actions::logind;
     let conn = logind::connect().await.map_err(|e| e.chain())?;
     let mgr = logind::manager(&conn).await.map_err(|e| e.chain())?;
@@ -794,6 +802,36 @@ mod tests {
         assert_eq!(
             wait_for(&root.join("shutdown.log")).await,
             "[-h][-P][+0][later]\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_root_never_reaches_logind_or_the_syscall() {
+        let d = tempfile::tempdir().unwrap();
+        let h = PowerHandler::new(
+            PowerConfig {
+                paths: Paths::under(d.path()),
+                ..PowerConfig::default()
+            },
+            EventBus::new(1),
+        );
+        assert_eq!(
+            h.cfg.methods,
+            [
+                PowerMethod::Shutdown,
+                PowerMethod::Systemctl,
+                PowerMethod::InitCommand
+            ]
+        );
+        // Nothing under the root: an error, and this machine stays up.
+        assert!(
+            h.run(Action::Power {
+                mode: PowerMode::Poweroff,
+                delay: None,
+                message: None,
+            })
+            .await
+            .is_err()
         );
     }
 

@@ -16,12 +16,16 @@
 //! else of any other active user session (a session without a seat, such as ssh, is always
 //! active in logind), the lowest session id first; `None` when no user session is left.
 
+#[cfg(feature = "dbus")]
 use std::collections::HashMap;
 
 use tokio::task::JoinHandle;
 
+#[cfg(feature = "dbus")]
 use crate::actions::logind::LogindSession;
-use crate::events::{Event, EventBus};
+#[cfg(feature = "dbus")]
+use crate::events::Event;
+use crate::events::EventBus;
 
 /// Starts following logind's signals and publishing session events on `events`. When there is
 /// no system bus (busybox images, containers) the task logs that once and ends; when the bus
@@ -186,6 +190,7 @@ async fn follow(
 }
 
 /// What the watcher knows of logind's sessions; turns changes into events. Pure: no D-Bus.
+#[cfg(feature = "dbus")]
 #[derive(Debug, Default)]
 pub struct Tracker {
     /// The sessions as logind last described them (`locked` is logind's `LockedHint`).
@@ -197,6 +202,7 @@ pub struct Tracker {
     active_user: Option<String>,
 }
 
+#[cfg(feature = "dbus")]
 impl Tracker {
     /// The active user now, by the rule in the module documentation.
     pub fn active_user(&self) -> Option<&str> {
@@ -372,6 +378,7 @@ impl Tracker {
     }
 }
 
+#[cfg(feature = "dbus")]
 fn lock_event(id: &str, locked: bool) -> Event {
     let session = id.to_owned();
     if locked {
@@ -381,6 +388,7 @@ fn lock_event(id: &str, locked: bool) -> Event {
     }
 }
 
+#[cfg(feature = "dbus")]
 fn id_key(id: &str) -> (bool, u64, &str) {
     let digits = id.trim_start_matches(|c: char| !c.is_ascii_digit());
     (
@@ -390,7 +398,7 @@ fn id_key(id: &str) -> (bool, u64, &str) {
     )
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "dbus"))]
 mod tests {
     use super::*;
 
