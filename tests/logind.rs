@@ -492,3 +492,50 @@ fn lock_log_off_session_events_users_and_power_with_real_logind() {
         "{console}"
     );
 }
+
+/// The `systemctl` way: systemd runs but logind is gone (masked and stopped) and there is no
+/// `shutdown` command, so power goes past logind and `/sbin/shutdown` to `systemctl`.
+#[test]
+fn power_falls_back_to_systemctl_without_logind() {
+    let image = match systemd_vm::image() {
+        Ok(p) => p,
+        Err(e) => {
+            support::require_peer(false, &format!("the systemd test image ({e})"));
+            return;
+        }
+    };
+    if !support::require_peer(
+        support::have_command("qemu-system-x86_64"),
+        "qemu-system-x86 (scripts/install-test-deps.sh)",
+    ) {
+        return;
+    }
+    let mut vm = SystemdVm::boot(&image);
+    let sh = &mut vm.shell;
+    wait_until(sh, "systemctl is-active dbus", Duration::from_secs(60));
+    sh.ok("systemctl mask --now systemd-logind && rm /usr/sbin/shutdown");
+    let (rc, out) = sh.run(
+        "busctl call org.freedesktop.login1 /org/freedesktop/login1 \
+         org.freedesktop.login1.Manager ListSessions",
+        Duration::from_secs(60),
+    );
+    assert_ne!(rc, 0, "logind still answers: {out}");
+    sh.send("NO_COLOR=1 guestd debug power --mode reboot >/dev/console 2>&1 &");
+    let ev = vm
+        .qmp
+        .wait_event("SHUTDOWN", Duration::from_secs(180))
+        .unwrap_or_else(|| panic!("no SHUTDOWN; console:\n{}", vm.qemu.console_text()));
+    assert_eq!(ev["data"]["reason"], "guest-reset", "{ev}");
+    assert!(vm.qemu.wait_exit(Duration::from_secs(60)));
+    let console = vm.qemu.console_text();
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("running") && l.contains("bin/systemctl")),
+        "{console}"
+    );
+    assert!(
+        !console.contains("requested from systemd-logind"),
+        "{console}"
+    );
+}
