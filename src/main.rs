@@ -1,6 +1,9 @@
 //! The `guestd` binary: CLI, configuration, logging and exit codes. `anyhow` lives here only.
 
 mod cli;
+mod config;
+mod daemon;
+mod logging;
 
 use std::process::ExitCode;
 
@@ -20,7 +23,7 @@ fn main() -> ExitCode {
         let args = cli::Cli::parse(); // usage errors exit 2, --help/--version exit 0
         // `guestd ovmd` sets up its own logging from ovmd's `-d`.
         if !matches!(args.command, cli::Command::Ovmd(_)) {
-            cli::init_logging(args.log_level.as_deref());
+            logging::init(args.log_level.as_deref());
         }
         cli::dispatch(args)
     };

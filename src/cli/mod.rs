@@ -1,9 +1,12 @@
 //! Subcommands, one module each.
 
+pub mod check_config;
 pub mod debug;
 pub mod info;
+pub mod man;
 pub mod ovirt;
 pub mod ovmd;
+pub mod probe;
 pub mod run;
 
 use std::process::ExitCode;
@@ -30,17 +33,45 @@ pub enum Command {
     Info(info::Args),
     /// Run the agent on its channels.
     Run(Box<run::Args>),
+    /// Check a configuration file; report errors with file and line.
+    CheckConfig(check_config::Args),
+    /// Show which channels `run` would serve here, and why not the others.
+    Probe(probe::Args),
     /// Oracle VM messaging command line (drop-in for `ovmd`).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Ovmd(ovmd::Args),
     /// Run one action or watch session events directly (for tests and image checks).
     #[command(hide = true)]
     Debug(debug::Args),
+    /// Write the manual pages into a directory (for packaging).
+    #[command(hide = true)]
+    Man(man::Args),
 }
 
-/// `--version` text: the version and the protocols compiled in.
+/// The protocols compiled in.
+pub const PROTOCOLS: [&str; 3] = ["qga", "ovirt", "ovmd"];
+
+/// `--version` text: the version, the protocols and the optional features compiled in.
 pub fn version_line() -> &'static str {
-    concat!(env!("CARGO_PKG_VERSION"), " (protocols: qga, ovirt, ovmd)")
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        let mut features = Vec::new();
+        if cfg!(feature = "dbus") {
+            features.push("dbus");
+        }
+        if cfg!(feature = "netlink") {
+            features.push("netlink");
+        }
+        if features.is_empty() {
+            features.push("none");
+        }
+        format!(
+            "{} (protocols: {}; features: {})",
+            env!("CARGO_PKG_VERSION"),
+            PROTOCOLS.join(", "),
+            features.join(", ")
+        )
+    })
 }
 
 /// Run the chosen subcommand.
@@ -48,23 +79,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Run(a) => run::run(*a),
+        Command::CheckConfig(a) => check_config::run(a),
+        Command::Probe(a) => probe::run(a),
         Command::Ovmd(a) => ovmd::run(a, cli.log_level.as_deref()),
         Command::Debug(a) => debug::run(a),
+        Command::Man(a) => man::run(a),
     }
-}
-
-/// Logs go to stderr, filtered by `--log-level`, else `GUESTD_LOG`, else `info`.
-pub fn init_logging(level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = level
-        .map(str::to_owned)
-        .or_else(|| std::env::var("GUESTD_LOG").ok())
-        .unwrap_or_else(|| "info".to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Held in memory while filesystems are frozen, written after the thaw.
-        .with_writer(|| guestd_core::actions::loggate::LogGate)
-        .with_target(false)
-        .try_init();
 }

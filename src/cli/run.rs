@@ -1,38 +1,46 @@
-//! `guestd run`: serve protocols on their channels until SIGTERM.
+//! `guestd run`: serve every protocol on every channel found (or the channels named with
+//! `--channel`) until SIGTERM; SIGHUP reloads the configuration. The daemon itself is
+//! [`crate::daemon`]; this module turns the command line into a configuration layer.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use guestd_core::action::{Action, FreezeStatus, Outcome};
-use guestd_core::actions::{ActionsConfig, default_dispatcher};
-use guestd_core::contract::{Facts, StreamProtocol};
-use guestd_core::exec::ExecTable;
-use guestd_core::files::FileHandles;
-use guestd_core::runtime::{StreamOptions, serve_stream};
-use guestd_core::{Agent, EventBus, Paths};
-use guestd_protocols::qga::{COMMANDS, CommandFilter, QgaConfig, QgaProtocol};
-use guestd_transports::spec::{ChannelSpec, TransportOptions};
-use tokio::sync::watch;
-use tracing::{info, warn};
+use guestd_core::Paths;
+use guestd_protocols::qga::COMMANDS;
+use guestd_transports::spec::ChannelSpec;
 
-/// The QGA channel when none is named: the virtio-serial port QEMU and libvirt create.
+use crate::config::{self, Layer, Sources};
+
+/// The QGA channel a bare `--channel qga` names: the virtio-serial port QEMU and libvirt create.
 pub const DEFAULT_QGA_CHANNEL: &str = "virtio:org.qemu.guest_agent.0";
 /// qemu-ga's default fsfreeze hook, used by a bare `--fsfreeze-hook`.
-pub const DEFAULT_FSFREEZE_HOOK: &str = "/etc/qemu/fsfreeze-hook";
+pub const DEFAULT_FSFREEZE_HOOK: &str = config::DEFAULT_FSFREEZE_HOOK;
 
-/// Arguments of `guestd run`.
+/// Exit code of a configuration that cannot be used (LSB "program is not configured"); the
+/// systemd unit does not restart on it.
+pub const EXIT_CONFIG: u8 = 6;
+
+/// Arguments of `guestd run`. Options given here override the configuration files.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Serve PROTOCOL on a channel: `qga=virtio:NAME`, `qga=serial:PATH`,
-    /// `qga=unix-listen:PATH`, `qga=unix-connect:PATH`, `qga=vsock-listen:PORT`. A bare `qga`
-    /// means `qga=virtio:org.qemu.guest_agent.0`, which is also the default when no channel
-    /// is given. `ovmd` (or `ovmd=xenstore:PATH`) serves Oracle VM messaging on xenstore, with
-    /// the `ovmd` command's control socket and store. Repeatable.
+    /// Serve only the channels named here, instead of every channel found. PROTOCOL is `qga`,
+    /// `ovirt` or `ovmd`; SPEC is `virtio:NAME`, `serial:PATH`, `unix-listen:PATH`,
+    /// `unix-connect:PATH` or `vsock-listen:PORT` (`ovmd`: `xenstore` or `xenstore:PATH`). A
+    /// bare PROTOCOL means its usual channel: `qga=virtio:org.qemu.guest_agent.0`,
+    /// `ovirt=virtio:ovirt-guest-agent.0,com.redhat.rhevm.vdsm`, `ovmd=xenstore`. Repeatable.
     #[arg(long = "channel", value_name = "PROTOCOL[=SPEC]")]
     pub channels: Vec<String>,
+
+    /// Configuration file [default: /etc/guestd/guestd.toml, or $GUESTD_CONFIG; a missing
+    /// default file is fine].
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// qemu-ga's configuration file, read too [default: /etc/qemu/qemu-ga.conf, or $QGA_CONF].
+    #[arg(long = "qemu-ga-config", value_name = "FILE")]
+    pub qemu_ga_config: Option<PathBuf>,
 
     /// QGA commands to disable, comma-separated (qemu-ga's `--block-rpcs`; `help` lists
     /// the commands). Disabled commands answer "Command X has been disabled".
@@ -60,18 +68,20 @@ pub struct Args {
     )]
     pub fsfreeze_hook: Option<PathBuf>,
 
-    /// Thaw by itself this many seconds after a freeze when no thaw comes (0: never).
-    #[arg(long = "fsfreeze-watchdog", value_name = "SECS", default_value_t = 600)]
-    pub fsfreeze_watchdog: u64,
+    /// Thaw by itself this many seconds after a freeze when no thaw comes (0: never)
+    /// [default: 600].
+    #[arg(long = "fsfreeze-watchdog", value_name = "SECS")]
+    pub fsfreeze_watchdog: Option<u64>,
 
     /// Directory for state that must survive a restart (file-handle counter, frozen state).
-    /// It must not be on a filesystem that may be frozen.
-    #[arg(long = "statedir", value_name = "DIR", default_value = "/run/guestd")]
-    pub statedir: PathBuf,
+    /// It must not be on a filesystem that may be frozen [default: /run/guestd].
+    #[arg(long = "statedir", value_name = "DIR")]
+    pub statedir: Option<PathBuf>,
 
-    /// Largest QGA request in bytes; a larger one is answered with an error and skipped.
-    #[arg(long = "qga-max-request", value_name = "BYTES", default_value_t = 64 << 20)]
-    pub qga_max_request: usize,
+    /// Largest QGA request in bytes; a larger one is answered with an error and skipped
+    /// [default: 67108864].
+    #[arg(long = "qga-max-request", value_name = "BYTES")]
+    pub qga_max_request: Option<usize>,
 
     #[command(flatten)]
     pub ovirt: super::ovirt::OvirtArgs,
@@ -81,10 +91,9 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Channel {
     Qga(ChannelSpec),
+    Ovirt(ChannelSpec),
     /// Oracle VM messaging: `xenstore` or `xenstore:PATH`.
     Ovmd(String),
-    /// A bare `ovirt` means the oVirt port, else the legacy one.
-    Ovirt(ChannelSpec),
 }
 
 fn parse_channel(s: &str) -> anyhow::Result<Channel> {
@@ -92,32 +101,81 @@ fn parse_channel(s: &str) -> anyhow::Result<Channel> {
         Some((p, spec)) => (p, Some(spec)),
         None => (s, None),
     };
+    let stream = |default: String| -> anyhow::Result<ChannelSpec> {
+        spec.map(str::to_owned)
+            .unwrap_or(default)
+            .parse()
+            .with_context(|| format!("Invalid --channel '{s}'"))
+    };
     match proto {
-        "qga" => {
-            let spec = spec.unwrap_or(DEFAULT_QGA_CHANNEL);
-            Ok(Channel::Qga(
-                spec.parse()
-                    .with_context(|| format!("Invalid --channel '{s}'"))?,
-            ))
-        }
+        "qga" => Ok(Channel::Qga(stream(DEFAULT_QGA_CHANNEL.into())?)),
+        "ovirt" => Ok(Channel::Ovirt(stream(
+            super::ovirt::default_spec().to_string(),
+        )?)),
         "ovmd" => {
             let spec = spec.unwrap_or("xenstore");
             super::ovmd::DaemonConfig::from_channel(spec, &Paths::system())
                 .with_context(|| format!("Invalid --channel '{s}'"))?;
             Ok(Channel::Ovmd(spec.to_owned()))
         }
-        "ovirt" => Ok(Channel::Ovirt(match spec {
-            Some(spec) => spec
-                .parse()
-                .with_context(|| format!("Invalid --channel '{s}'"))?,
-            None => super::ovirt::default_spec(),
-        })),
         other => bail!("Unknown protocol '{other}' in --channel '{s}' (known: qga, ovirt, ovmd)"),
     }
 }
 
 fn wants_help(list: &Option<Vec<String>>) -> bool {
     list.as_ref().is_some_and(|l| l.iter().any(|n| n == "help"))
+}
+
+impl Args {
+    /// Where the configuration files are.
+    pub fn sources(&self) -> Sources {
+        Sources {
+            config: self.config.clone(),
+            qga_config: self.qemu_ga_config.clone(),
+        }
+    }
+
+    /// The command line as a configuration layer. With `--channel`, exactly the channels named
+    /// are served: every protocol not named is off.
+    pub fn layer(&self) -> anyhow::Result<Layer> {
+        let mut l = Layer {
+            source: "the command line".into(),
+            statedir: self.statedir.clone(),
+            hook: self.fsfreeze_hook.clone().map(Some),
+            watchdog: self
+                .fsfreeze_watchdog
+                .map(|s| (s > 0).then(|| Duration::from_secs(s))),
+            ..Layer::default()
+        };
+        l.qga.block = self.block_rpcs.clone();
+        l.qga.allow = self.allow_rpcs.clone();
+        l.qga.max_request = self.qga_max_request;
+        l.ovirt = self.ovirt.layer();
+        if self.channels.is_empty() {
+            return Ok(l);
+        }
+        let (mut qga, mut ovirt, mut ovmd) = (Vec::new(), Vec::new(), None);
+        for c in &self.channels {
+            match parse_channel(c)? {
+                Channel::Qga(s) => qga.push(s),
+                Channel::Ovirt(s) => ovirt.push(s),
+                Channel::Ovmd(s) => {
+                    if ovmd.replace(s).is_some() {
+                        bail!(
+                            "Oracle VM messaging runs on one xenstore channel: give --channel ovmd once"
+                        );
+                    }
+                }
+            }
+        }
+        l.qga.enable = Some(!qga.is_empty());
+        l.qga.channels = (!qga.is_empty()).then_some(qga);
+        l.ovirt.enable = Some(!ovirt.is_empty());
+        l.ovirt.channels = (!ovirt.is_empty()).then_some(ovirt);
+        l.ovmd.enable = Some(ovmd.is_some());
+        l.ovmd.channel = ovmd;
+        Ok(l)
+    }
 }
 
 /// Run it.
@@ -128,139 +186,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let filter = CommandFilter::from_lists(args.block_rpcs.clone(), args.allow_rpcs.clone())?;
-    let mut channels = args
-        .channels
-        .iter()
-        .map(|c| parse_channel(c))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if channels.is_empty() {
-        channels.push(parse_channel("qga")?);
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("Cannot start the async runtime")?;
-    runtime.block_on(serve(args, filter, channels))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn prepare_statedir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("Cannot create state directory {}", dir.display()))
-}
-
-async fn serve(args: Args, filter: CommandFilter, channels: Vec<Channel>) -> anyhow::Result<()> {
-    prepare_statedir(&args.statedir)?;
-    let paths = Paths::system();
-    let events = EventBus::default();
-    let actions_cfg = ActionsConfig {
-        paths: paths.clone(),
-        state_dir: args.statedir.clone(),
-        fsfreeze_hook: args.fsfreeze_hook.clone(),
-        freeze_watchdog: (args.fsfreeze_watchdog > 0)
-            .then(|| Duration::from_secs(args.fsfreeze_watchdog)),
-        lifecycle_hooks: args.ovirt.hooks_dir.clone(),
-        lifecycle_deadline: args.ovirt.hooks_deadline,
-        ..ActionsConfig::default()
-    };
-    let dispatcher = default_dispatcher(&actions_cfg, &events);
-    let facts: Arc<dyn Facts> = Arc::new(guestd_reporters::SystemFacts::new(paths.clone()));
-    let agent = Agent {
-        paths,
-        facts,
-        actions: Arc::new(dispatcher),
-        events,
-    };
-
-    let qga: Arc<dyn StreamProtocol> = Arc::new(QgaProtocol::new(
-        QgaConfig {
-            filter,
-            max_request: args.qga_max_request,
-            ..QgaConfig::default()
-        },
-        Arc::new(FileHandles::new(&args.statedir)),
-        Arc::new(ExecTable::new()),
-    ));
-
-    let ovirt = args.ovirt.protocol();
-    // oVirt reports logons, logoffs, locks and the active user from logind's signals.
-    let _session_watcher = channels
-        .iter()
-        .any(|c| matches!(c, Channel::Ovirt(_)))
-        .then(|| guestd_core::actions::session_events::spawn_session_watcher(agent.events.clone()));
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let topts = TransportOptions::default();
-    for ch in &channels {
-        let (spec, protocol) = match ch {
-            Channel::Qga(spec) => (spec, &qga),
-            Channel::Ovirt(spec) => (spec, &ovirt),
-            Channel::Ovmd(spec) => {
-                let cfg = super::ovmd::DaemonConfig::from_channel(spec, &agent.paths)?;
-                let (agent, stop) = (agent.clone(), stop_rx.clone());
-                tasks.push(tokio::spawn(async move {
-                    if let Err(e) = super::ovmd::serve(cfg, agent, stop).await {
-                        warn!(error = format!("{e:#}"), "Oracle VM messaging stopped");
-                    }
-                }));
-                continue;
+    let cli = args.layer()?;
+    let sources = args.sources();
+    let loaded = match config::load(&sources, &cli) {
+        Ok(l) => l,
+        Err(e) => {
+            for d in &e.0 {
+                eprintln!("guestd: {d}");
             }
-        };
-        let transport = guestd_transports::spec::build(spec, &topts)
-            .with_context(|| format!("Cannot serve {} on {spec}", protocol.name()))?;
-        tasks.push(tokio::spawn(serve_stream(
-            transport,
-            Arc::clone(protocol),
-            agent.clone(),
-            stop_rx.clone(),
-            StreamOptions::default(),
-        )));
-    }
-    info!(channels = channels.len(), "guestd running");
-
-    wait_for_signal().await?;
-    info!("stopping");
-    thaw_if_frozen(&agent).await;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        if tokio::time::timeout(Duration::from_secs(5), t)
-            .await
-            .is_err()
-        {
-            warn!("a channel did not stop in time");
+            eprintln!("guestd: the configuration is not valid; not starting");
+            return Ok(ExitCode::from(EXIT_CONFIG));
         }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
     }
-    Ok(())
-}
-
-/// Leaving filesystems frozen behind an exiting agent would leave them frozen for good.
-async fn thaw_if_frozen(agent: &Agent) {
-    if let Ok(Outcome::FreezeStatus(FreezeStatus::Frozen)) =
-        agent.actions.dispatch(Action::FsFreezeStatus).await
-    {
-        match agent.actions.dispatch(Action::FsThaw).await {
-            Ok(o) => info!(outcome = ?o, "thawed filesystems before exit"),
-            Err(e) => warn!(error = %e, "cannot thaw filesystems before exit"),
-        }
-    }
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("Cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("Cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    crate::logging::apply_config_level(loaded.settings.log_level.as_deref());
+    crate::daemon::run(
+        loaded,
+        crate::daemon::Inputs {
+            sources,
+            cli,
+            paths: Paths::system(),
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -283,10 +233,6 @@ mod tests {
                 "ovirt-guest-agent.0,com.redhat.rhevm.vdsm".into()
             ))
         );
-        assert_eq!(
-            parse_channel("ovirt=unix-listen:/tmp/o.sock").unwrap(),
-            Channel::Ovirt(ChannelSpec::UnixListen("/tmp/o.sock".into()))
-        );
         assert!(parse_channel("nope=virtio:x").is_err());
         assert_eq!(
             parse_channel("ovmd").unwrap(),
@@ -298,5 +244,32 @@ mod tests {
         );
         assert!(parse_channel("ovmd=virtio:x").is_err());
         assert!(parse_channel("qga=bogus:x").is_err());
+    }
+
+    fn args(channels: &[&str]) -> Args {
+        Args {
+            channels: channels.iter().map(|s| s.to_string()).collect(),
+            config: None,
+            qemu_ga_config: None,
+            block_rpcs: None,
+            allow_rpcs: None,
+            fsfreeze_hook: None,
+            fsfreeze_watchdog: Some(0),
+            statedir: None,
+            qga_max_request: None,
+            ovirt: Default::default(),
+        }
+    }
+
+    #[test]
+    fn channels_on_the_command_line_turn_the_others_off() {
+        let l = args(&["qga=unix-listen:/tmp/q"]).layer().unwrap();
+        assert_eq!(l.qga.enable, Some(true));
+        assert_eq!(l.ovirt.enable, Some(false));
+        assert_eq!(l.ovmd.enable, Some(false));
+        assert_eq!(l.watchdog, Some(None));
+        let l = args(&[]).layer().unwrap();
+        assert_eq!(l.qga.enable, None);
+        assert!(args(&["ovmd", "ovmd=xenstore:/x"]).layer().is_err());
     }
 }

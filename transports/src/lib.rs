@@ -5,6 +5,8 @@
 //! makes one from a channel SPEC (`virtio:NAME`, `serial:PATH`, `unix-listen:PATH`,
 //! `unix-connect:PATH`, `vsock-listen:PORT`).
 
+#[cfg(all(target_os = "linux", feature = "netlink"))]
+pub mod hotplug;
 pub mod serial;
 pub mod spec;
 pub mod unix;

@@ -55,6 +55,17 @@ impl UnixListen {
         }
     }
 
+    /// Bind now unless bound already, so clients can connect as soon as this returns (the
+    /// daemon reports readiness after it); `accept` uses the socket bound here.
+    pub async fn open_now(&self) -> Result<(), TransportError> {
+        let mut guard = self.bound.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.bind()?);
+            info!(path = %self.path.display(), mode = format!("{:o}", self.mode), "listening");
+        }
+        Ok(())
+    }
+
     fn io(&self, source: impl Into<std::io::Error>) -> TransportError {
         TransportError::Io {
             what: format!("unix socket {}", self.path.display()),

@@ -91,6 +91,20 @@ impl VirtioPort {
         self.open.lock().await.as_ref().map(|p| p.found.clone())
     }
 
+    /// Open the port now, without waiting for a host, unless it is open already: the host sees
+    /// the guest side open at once (libvirt connects only then), and the daemon can report
+    /// readiness once its ports are really open. `accept` uses the port opened here.
+    pub async fn open_now(&self) -> Result<Found, TransportError> {
+        let mut guard = self.open.lock().await;
+        if let Some(p) = guard.as_ref() {
+            return Ok(p.found.clone());
+        }
+        let port = self.open_port()?;
+        let found = port.found.clone();
+        *guard = Some(port);
+        Ok(found)
+    }
+
     /// Close the port (the host sees the guest side close). The next `accept` finds it by
     /// name again. Cancel a pending `accept` first: it holds the port while it waits.
     pub async fn release(&self) {
