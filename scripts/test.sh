@@ -17,4 +17,5 @@ export GUESTD_STATIC_BIN="$PWD/target/x86_64-unknown-linux-musl/release/guestd"
 # The test-only channel echo the transport VM tests put into the guest (tests/vm.rs).
 cargo build --release --locked --target x86_64-unknown-linux-musl -p guestd-transports --example port_echo
 export GUESTD_STATIC_EXAMPLES="$PWD/target/x86_64-unknown-linux-musl/release/examples"
-cargo test --workspace --locked "$@"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --locked --no-fail-fast "$@"
