@@ -1,5 +1,7 @@
 //! guestd side by side with Debian's qemu-ga: the corpus in `tests/qga-corpus/` goes to both
-//! agents over unix sockets and their parsed replies are compared after normalising only
+//! agents (over unix sockets on this machine, in a chroot of test users for `@chroot` files,
+//! over virtio-serial in the QEMU VM for `@vm` files: what acts on the whole machine) and
+//! their parsed replies are compared after normalising only
 //! what must differ (times, pids, host counters, scratch paths, `guest-info`'s version).
 //! Where guestd deliberately answers differently, the corpus line says so (`!newer:ID`,
 //! `!cascade`) and `docs/qga-differences.md` explains why.
@@ -62,6 +64,7 @@ struct Tags {
     info: bool,
     raw: bool,
     exit: bool,
+    suspend: bool,
     invalid: bool,
     cascade: bool,
     split: Option<usize>,
@@ -114,6 +117,10 @@ fn parse_tags(line: &str) -> (Tags, String) {
                 tags.exit = true;
                 true
             }
+            "@suspend" => {
+                tags.suspend = true;
+                true
+            }
             "?invalid" => {
                 tags.invalid = true;
                 true
@@ -155,6 +162,8 @@ fn parse_tags(line: &str) -> (Tags, String) {
 struct Corpus {
     items: Vec<Item>,
     chroot: bool,
+    /// Runs inside the QEMU VM (`@vm`): commands that act on the machine are safe there.
+    vm: bool,
 }
 
 fn load_corpus(path: &Path) -> Corpus {
@@ -163,6 +172,7 @@ fn load_corpus(path: &Path) -> Corpus {
     let mut items = Vec::new();
     let mut batch: Option<(String, Vec<Line>)> = None;
     let mut chroot = false;
+    let mut vm = false;
     for (i, raw) in text.lines().enumerate() {
         let at = format!("{name}:{}", i + 1);
         let trimmed = raw.trim_end();
@@ -171,6 +181,10 @@ fn load_corpus(path: &Path) -> Corpus {
         }
         if trimmed == "@chroot" {
             chroot = true;
+            continue;
+        }
+        if trimmed == "@vm" {
+            vm = true;
             continue;
         }
         if trimmed == "@batch" {
@@ -190,7 +204,7 @@ fn load_corpus(path: &Path) -> Corpus {
         }
     }
     assert!(batch.is_none(), "{name}: @batch without @end");
-    Corpus { items, chroot }
+    Corpus { items, chroot, vm }
 }
 
 fn unescape(s: &str) -> Vec<u8> {
@@ -297,7 +311,9 @@ struct Reply {
 
 struct Agent {
     name: &'static str,
-    child: Child,
+    child: Option<Child>,
+    /// The VM's QMP socket, when the agent runs in the VM.
+    qmp: Option<PathBuf>,
     conn: UnixStream,
     pending: Vec<u8>,
     next_marker: i64,
@@ -312,8 +328,10 @@ struct Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.conn.shutdown(std::net::Shutdown::Both);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -399,7 +417,8 @@ impl Agent {
             .unwrap();
         Agent {
             name,
-            child,
+            child: Some(child),
+            qmp: None,
             conn,
             pending: Vec::new(),
             next_marker: 7_000_000_000,
@@ -424,6 +443,22 @@ impl Agent {
                 }
             }
             None => self.conn.write_all(bytes).unwrap(),
+        }
+    }
+
+    /// The next line, or `None` when the read timeout passes first.
+    fn try_read_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=nl).collect();
+                return Some(line[..line.len() - 1].to_vec());
+            }
+            let mut buf = [0u8; 65536];
+            match self.conn.read(&mut buf) {
+                Ok(0) => panic!("{}: connection closed", self.name),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(_) => return None,
+            }
         }
     }
 
@@ -456,7 +491,20 @@ impl Agent {
 
     /// Send `bytes`, then a marker, and return every reply before the marker's.
     fn exchange(&mut self, bytes: &[u8], split: Option<usize>) -> Vec<Reply> {
+        self.exchange_then(bytes, split, false)
+    }
+
+    /// [`Agent::exchange`]; with `wake`, the request suspends the VM: wait, wake it through
+    /// QMP, and only then send the marker (a successful suspend has no reply).
+    fn exchange_then(&mut self, bytes: &[u8], split: Option<usize>, wake: bool) -> Vec<Reply> {
         self.write(bytes, split);
+        if wake {
+            let qmp = self.qmp.clone().expect("@suspend runs in the VM");
+            qmp_wakeup(&qmp);
+            self.conn
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+        }
         let marker = self.next_marker;
         self.next_marker += 1;
         self.write(
@@ -465,8 +513,26 @@ impl Agent {
             None,
         );
         let mut replies = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
-            let line = self.read_line();
+            let line = if wake {
+                // A slow guest may reach its suspend only now: wake it whenever it sleeps.
+                match self.try_read_line() {
+                    Some(l) => l,
+                    None if Instant::now() < deadline => {
+                        if let Some(qmp) = self.qmp.clone() {
+                            qmp_wakeup_if_suspended(&qmp);
+                        }
+                        continue;
+                    }
+                    None => panic!(
+                        "{} at {}: no answer after the wake-up",
+                        self.name, self.current
+                    ),
+                }
+            } else {
+                self.read_line()
+            };
             let (delimited, body) = match line.first() {
                 Some(0xFF) => (true, &line[1..]),
                 _ => (false, &line[..]),
@@ -475,6 +541,11 @@ impl Agent {
                 Value::String(format!("UNPARSEABLE {}", String::from_utf8_lossy(body)))
             });
             if !delimited && json == serde_json::json!({ "return": marker }) {
+                if wake {
+                    self.conn
+                        .set_read_timeout(Some(Duration::from_secs(180)))
+                        .unwrap();
+                }
                 return replies;
             }
             replies.push(Reply { delimited, json });
@@ -501,10 +572,12 @@ impl Agent {
             }
             Item::One(line) => {
                 let bytes = self.state.expand(line);
-                guard(line, &bytes, &self.state.mnt, self.chroot.is_some());
+                if self.qmp.is_none() {
+                    guard(line, &bytes, &self.state.mnt, self.chroot.is_some());
+                }
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
-                    let replies = self.exchange(&bytes, line.tags.split);
+                    let replies = self.exchange_then(&bytes, line.tags.split, line.tags.suspend);
                     if let Some(pid) = replies
                         .first()
                         .and_then(|r| r.json["return"]["pid"].as_i64())
@@ -573,7 +646,9 @@ fn drop_newer_keys(v: &mut Value) {
 
 fn normalise(r: &Reply, tags: &Tags, tmp: &str) -> Reply {
     let mut json = r.json.clone();
-    map_strings(&mut json, &|s| s.replace(tmp, "$TMP"));
+    if !tmp.is_empty() {
+        map_strings(&mut json, &|s| s.replace(tmp, "$TMP"));
+    }
     if tags.ok
         && let Some(o) = json.as_object_mut()
         && o.contains_key("return")
@@ -729,7 +804,11 @@ impl LoopMount {
 impl Drop for LoopMount {
     fn drop(&mut self) {
         // Whatever happened, never leave the image frozen or mounted.
-        let _ = Command::new("fsfreeze").arg("-u").arg(&self.mnt).status();
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("umount").arg(&self.mnt).status();
     }
 }
@@ -870,6 +949,242 @@ fn ssh_files(root: &Path) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The QEMU VM, for the commands that act on the whole machine
+// ---------------------------------------------------------------------------------------------
+
+/// A QMP connection to the VM.
+struct Qmp {
+    s: UnixStream,
+    pending: Vec<u8>,
+}
+
+impl Qmp {
+    fn connect(sock: &Path) -> Qmp {
+        let s = UnixStream::connect(sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut q = Qmp {
+            s,
+            pending: Vec::new(),
+        };
+        assert!(q.line().get("QMP").is_some(), "no QMP greeting");
+        q.cmd("qmp_capabilities");
+        q
+    }
+
+    fn line(&mut self) -> Value {
+        loop {
+            if let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = self.pending.drain(..=nl).collect();
+                return serde_json::from_slice(&l).unwrap_or(Value::Null);
+            }
+            let mut buf = [0u8; 4096];
+            let n = self.s.read(&mut buf).unwrap();
+            assert!(n > 0, "QMP closed");
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Run a command; its `return` (events before it are skipped).
+    fn cmd(&mut self, name: &str) -> Value {
+        self.s
+            .write_all(format!("{{\"execute\":\"{name}\"}}\n").as_bytes())
+            .unwrap();
+        loop {
+            let v = self.line();
+            if let Some(r) = v.get("return") {
+                return r.clone();
+            }
+        }
+    }
+
+    fn suspended(&mut self) -> bool {
+        self.cmd("query-status")["status"] == "suspended"
+    }
+}
+
+/// Wait (up to a minute) for the guest to suspend, then wake it.
+fn qmp_wakeup(sock: &Path) {
+    let mut q = Qmp::connect(sock);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !q.suspended() {
+        if Instant::now() > deadline {
+            return; // it never suspended: the agent's answer says why
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    q.cmd("system_wakeup");
+}
+
+/// Wake the guest if it is suspended now.
+fn qmp_wakeup_if_suspended(sock: &Path) {
+    let mut q = Qmp::connect(sock);
+    if q.suspended() {
+        q.cmd("system_wakeup");
+    }
+}
+
+/// A booted VM with one agent on `org.qemu.guest_agent.0` and an ext4 disk on /mnt/data.
+struct Vm {
+    pid: i32,
+    sock: PathBuf,
+    qmp: PathBuf,
+    console: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        }
+    }
+}
+
+impl Vm {
+    fn running(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    fn boot(name: &str) -> Vm {
+        let vm_dir = support::peers_dir().join("vm");
+        let dir = support::short_tmpdir();
+        let d = dir.path();
+        let img = d.join("data.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        assert!(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F"])
+                .arg(&img)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let (bin, start) = if name == "qemu-ga" {
+            (
+                PathBuf::from("/usr/sbin/qemu-ga"),
+                "exec qemu-ga -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 -t /run/st",
+            )
+        } else {
+            // A stripped copy keeps the initramfs small enough to unpack.
+            let copy = d.join("guestd");
+            let stripped = Command::new("strip")
+                .arg("-o")
+                .arg(&copy)
+                .arg(support::guestd_bin())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !stripped {
+                std::fs::copy(support::guestd_bin(), &copy).unwrap();
+            }
+            (copy, "exec guestd run --channel qga --statedir /run/st")
+        };
+        let initrd = d.join("g.cpio.gz");
+        let out = Command::new(vm_dir.join("initrd.sh"))
+            .arg(&initrd)
+            .arg("--bin")
+            .arg(&bin)
+            .arg("--fake-os-release")
+            .args(["--hostname", "vm1.example.com"])
+            .arg("--init-cmd")
+            .arg(format!(
+                "mkdir -p /mnt/data /run/st && mount /dev/vda /mnt/data && {start}"
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initrd.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sock = d.join("qga.sock");
+        let qmp = d.join("qmp.sock");
+        let console = d.join("console.log");
+        let out = Command::new(vm_dir.join("boot.sh"))
+            .arg("--initrd")
+            .arg(&initrd)
+            .args(["--mem", "512"])
+            .arg("--qmp")
+            .arg(&qmp)
+            .arg("--port")
+            .arg(format!("org.qemu.guest_agent.0={}", sock.display()))
+            .arg("--disk")
+            .arg(&img)
+            .arg("--console")
+            .arg(&console)
+            .args(["--wait-for", "guestd-peers: ready", "--timeout", "180"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boot.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        Vm {
+            pid,
+            sock,
+            qmp,
+            console,
+            _dir: dir,
+        }
+    }
+}
+
+impl Agent {
+    /// The agent in the VM, once it answers a `guest-sync-delimited`.
+    fn attach(name: &'static str, vm: &Vm) -> Agent {
+        let conn = UnixStream::connect(&vm.sock).unwrap();
+        let mut agent = Agent {
+            name,
+            child: None,
+            qmp: Some(vm.qmp.clone()),
+            conn,
+            pending: Vec::new(),
+            next_marker: 9_000_000_000,
+            current: "sync".into(),
+            chroot: None,
+            state: State::default(),
+            _dir: support::short_tmpdir(),
+        };
+        // The port may not be open in the guest yet: what is written before is lost, so
+        // sync with 0xFF + guest-sync-delimited until an answer comes.
+        agent
+            .conn
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        'sync: loop {
+            assert!(Instant::now() < deadline, "{name} in the VM never answered");
+            let id = agent.next_marker;
+            agent.next_marker += 1;
+            let req =
+                format!("{{\"execute\":\"guest-sync-delimited\",\"arguments\":{{\"id\":{id}}}}}\n");
+            let mut bytes = vec![0xFFu8];
+            bytes.extend_from_slice(req.as_bytes());
+            agent.write(&bytes, None);
+            while let Some(line) = agent.try_read_line() {
+                let body = line.strip_prefix(&[0xFF]).unwrap_or(&line);
+                if serde_json::from_slice::<Value>(body).ok()
+                    == Some(serde_json::json!({ "return": id }))
+                {
+                    break 'sync;
+                }
+            }
+        }
+        // A hibernation attempt freezes the guest and snapshots its memory before it fails
+        // for want of swap: slow under TCG.
+        agent
+            .conn
+            .set_read_timeout(Some(Duration::from_secs(180)))
+            .unwrap();
+        agent
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The test
 // ---------------------------------------------------------------------------------------------
 
@@ -933,7 +1248,10 @@ fn same_answers_as_qemu_ga() {
     let mut diffs = Vec::new();
     let mut total = 0;
     for file in corpus_files() {
-        let Corpus { items, chroot } = load_corpus(&file);
+        let Corpus { items, chroot, vm } = load_corpus(&file);
+        if vm {
+            continue; // acting_commands_same_as_qemu_ga_in_the_vm
+        }
         let needs_mount = std::fs::read_to_string(&file).unwrap().contains("$MNT");
         if needs_mount && mount.is_none() {
             eprintln!("*** SKIPPED {} (no loop mount)", file.display());
@@ -990,6 +1308,90 @@ fn same_answers_as_qemu_ga() {
     assert!(
         diffs.is_empty(),
         "{} differences from qemu-ga:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+#[test]
+fn acting_commands_same_as_qemu_ga_in_the_vm() {
+    let vm_dir = support::peers_dir().join("vm");
+    if !support::require_peer(
+        support::have_command("qemu-system-x86_64")
+            && support::have_command("qemu-ga")
+            && support::have_command("mkfs.ext4")
+            && vm_dir.join("boot.sh").exists(),
+        "QEMU, qemu-ga and the VM kit (../shared/peers/vm)",
+    ) {
+        return;
+    }
+    let mut diffs = Vec::new();
+    for file in corpus_files() {
+        let Corpus { items, vm, .. } = load_corpus(&file);
+        if !vm {
+            continue;
+        }
+        let mut runs = Vec::new();
+        let mut shutdowns = Vec::new();
+        for name in ["qemu-ga", "guestd"] {
+            let started = Instant::now();
+            let machine = Vm::boot(name);
+            let mut agent = Agent::attach(name, &machine);
+            let replies: Vec<Vec<Reply>> = items.iter().map(|i| agent.run(i)).collect();
+            // Last, guest-shutdown: no reply, and QEMU exits.
+            agent.current = "guest-shutdown".into();
+            agent.write(b"{\"execute\":\"guest-shutdown\"}\n", None);
+            agent
+                .conn
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut rest = Vec::new();
+            let _ = agent.conn.read_to_end(&mut rest);
+            agent.pending.extend_from_slice(&rest);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while machine.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let console = std::fs::read_to_string(&machine.console).unwrap_or_default();
+            let line = console
+                .lines()
+                .find(|l| l.contains("guestd-peers: shutdown"))
+                .unwrap_or("(no shutdown line)")
+                .to_owned();
+            shutdowns.push((
+                String::from_utf8_lossy(&agent.pending).into_owned(),
+                machine.running(),
+                line,
+            ));
+            runs.push(replies);
+            eprintln!(
+                "{}: {name} in the VM took {:?}",
+                file.display(),
+                started.elapsed()
+            );
+        }
+        for (i, item) in items.iter().enumerate() {
+            if let Some(d) = compare(item, &runs[0][i], &runs[1][i], "", "") {
+                diffs.push(d);
+            }
+        }
+        for (name, (unread, running, line)) in ["qemu-ga", "guestd"].iter().zip(&shutdowns) {
+            if !unread.is_empty() || *running {
+                diffs.push(format!(
+                    "{name}: guest-shutdown answered {unread:?} or QEMU kept running ({running})"
+                ));
+            }
+            if *line != shutdowns[0].2 {
+                diffs.push(format!(
+                    "{name}: shutdown ran as {line:?}, qemu-ga as {:?}",
+                    shutdowns[0].2
+                ));
+            }
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences from qemu-ga in the VM:\n{}",
         diffs.len(),
         diffs.join("\n")
     );

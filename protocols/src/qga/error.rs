@@ -140,13 +140,14 @@ impl QgaError {
         }
     }
 
-    /// A suspend failed.
+    /// A suspend failed: "not supported", or qemu-ga's `child process has failed to suspend`
+    /// with what failed appended (as QEMU 9.1+ appends the child's output).
     pub fn suspend_failed(cmd: &str, e: &ActionError) -> Self {
+        const NOT_SUPPORTED: &str = "the requested suspend mode is not supported by the guest";
         match e {
-            ActionError::Unsupported => {
-                Self::generic("the requested suspend mode is not supported by the guest")
-            }
-            other => Self::from_action(cmd, other),
+            ActionError::Unsupported => Self::generic(NOT_SUPPORTED),
+            ActionError::Failed(s) if s == NOT_SUPPORTED => Self::generic(NOT_SUPPORTED),
+            other => Self::child_failed(cmd, "suspend", other),
         }
     }
 

@@ -251,8 +251,9 @@ pub(super) async fn set_memory_blocks(
                     MemoryBlockResponse::Success => {
                         json!({"phys-index": idx, "response": "success"})
                     }
+                    // qemu-ga reports the ENOENT it got for a missing block.
                     MemoryBlockResponse::NotFound => {
-                        json!({"phys-index": idx, "response": "not-found"})
+                        json!({"phys-index": idx, "response": "not-found", "error-code": libc_enoent()})
                     }
                     MemoryBlockResponse::OperationNotSupported => {
                         json!({"phys-index": idx, "response": "operation-not-supported"})
@@ -350,6 +351,11 @@ pub(super) async fn ssh_keys(
         Ok(_) => Ok(Success::Return(json!({}))),
         Err(e) => Err(QgaError::user_action(ctx.cmd, &user, &e)),
     }
+}
+
+/// `ENOENT`, the same number on every Linux architecture.
+const fn libc_enoent() -> i32 {
+    2
 }
 
 #[cfg(test)]
