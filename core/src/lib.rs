@@ -8,6 +8,7 @@
 pub mod action;
 pub mod actions;
 pub mod agent;
+pub mod calendar;
 pub mod contract;
 pub mod events;
 pub mod exec;

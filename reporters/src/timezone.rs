@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use guestd_core::Paths;
+use guestd_core::calendar::{civil_from_days, days_from_civil, is_leap};
 use guestd_core::contract::FactError;
 use guestd_core::model::Timezone;
 
@@ -378,7 +379,7 @@ fn rule(s: &str) -> Option<(Rule, i32)> {
 /// Days since the epoch of the rule's day in `year`.
 fn rule_day(r: Rule, year: i64) -> i64 {
     let jan1 = days_from_civil(year, 1, 1);
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let leap = is_leap(year);
     match r {
         Rule::Julian0(n) => jan1 + i64::from(n),
         Rule::Julian1(n) => jan1 + i64::from(n) - 1 + i64::from(leap && n >= 60),
@@ -397,30 +398,6 @@ fn rule_day(r: Rule, year: i64) -> i64 {
             day
         }
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date (year, month, day) of a day count since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
-use guestd_core::Paths;
 use guestd_core::contract::Facts as _;
 use guestd_core::model::*;
+use guestd_core::{Paths, calendar};
 use guestd_reporters::SystemFacts;
 
 const FACT_NAMES: [&str; 12] = [
@@ -117,8 +117,8 @@ fn offset(secs: i32) -> String {
 
 fn date_utc(epoch: u64) -> String {
     let secs = epoch as i64;
-    let (y, m, d) = guestd_reporters::timezone::civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
+    let (y, m, d) = calendar::civil_from_days(secs.div_euclid(calendar::SECS_PER_DAY));
+    let s = secs.rem_euclid(calendar::SECS_PER_DAY);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         s / 3600,

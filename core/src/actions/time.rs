@@ -20,6 +20,7 @@ use nix::time::{ClockId, clock_gettime, clock_settime};
 
 use super::exec::{self, Ended, ExecError, Programs};
 use crate::action::{Action, ActionError, ActionHandler, ActionKind, Outcome};
+use crate::calendar::{SECS_PER_DAY, civil_from_days, days_from_civil, year_of};
 use crate::paths::Paths;
 
 /// How long `hwclock` may take (it waits for the RTC's next second, and some RTCs are slow).
@@ -53,42 +54,18 @@ pub struct RtcTime {
 nix::ioctl_read!(ioctl_rtc_rd_time, b'p', 0x09, RtcTime);
 nix::ioctl_write_ptr!(ioctl_rtc_set_time, b'p', 0x0a, RtcTime);
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01: (year, month 1–12, day 1–31).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// UTC calendar time of `secs` since the epoch, as the RTC wants it.
 pub fn rtc_time_of(secs: i64) -> RtcTime {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
+    let days = secs.div_euclid(SECS_PER_DAY);
+    let rem = secs.rem_euclid(SECS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
     let c = |v: i64| libc::c_int::try_from(v).unwrap_or(0);
     RtcTime {
         tm_sec: c(rem % 60),
         tm_min: c(rem / 60 % 60),
         tm_hour: c(rem / 3600),
-        tm_mday: c(d),
-        tm_mon: c(m - 1),
+        tm_mday: c(i64::from(d)),
+        tm_mon: c(i64::from(m) - 1),
         tm_year: c(y - 1900),
         tm_wday: c((days + 4).rem_euclid(7)),
         tm_yday: c(days - days_from_civil(y, 1, 1)),
@@ -98,12 +75,14 @@ pub fn rtc_time_of(secs: i64) -> RtcTime {
 
 /// Seconds since the epoch of an RTC time taken as UTC.
 pub fn secs_of(t: &RtcTime) -> i64 {
-    let days = days_from_civil(
-        i64::from(t.tm_year) + 1900,
-        i64::from(t.tm_mon) + 1,
-        i64::from(t.tm_mday),
-    );
-    days * 86_400 + i64::from(t.tm_hour) * 3600 + i64::from(t.tm_min) * 60 + i64::from(t.tm_sec)
+    // The kernel hands out only valid RTC times (rtc_valid_tm), so the fields fit.
+    let month = u32::try_from(i64::from(t.tm_mon) + 1).unwrap_or(1);
+    let day = u32::try_from(t.tm_mday).unwrap_or(1);
+    let days = days_from_civil(i64::from(t.tm_year) + 1900, month, day);
+    days * SECS_PER_DAY
+        + i64::from(t.tm_hour) * 3600
+        + i64::from(t.tm_min) * 60
+        + i64::from(t.tm_sec)
 }
 
 /// qemu-ga's checks of a time to set; the (seconds, nanoseconds) to set.
@@ -114,7 +93,7 @@ pub fn validate(nanos: i64) -> Result<(i64, i64), ActionError> {
             "Time {nanos} is too large"
         )));
     }
-    let (year, _, _) = civil_from_days(secs.div_euclid(86_400));
+    let year = year_of(secs);
     let sub = nanos % 1_000_000_000;
     if !(1970..2070).contains(&year) || sub < 0 {
         return Err(ActionError::InvalidArgument("Invalid time".into()));

@@ -50,6 +50,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::action::{Action, ActionError, ActionHandler, ActionKind, Outcome, Secret};
+use crate::calendar;
 use crate::paths::Paths;
 
 pub use cleanup::cleanup;
@@ -190,7 +191,7 @@ impl DateTime {
         minute: u32,
         second: u32,
     ) -> Option<Self> {
-        let dim = days_in_month(year, month)?;
+        let dim = calendar::days_in_month(i64::from(year), month)?;
         (day >= 1 && day <= dim && hour < 24 && minute < 60 && second <= 60).then_some(Self {
             year,
             month,
@@ -204,35 +205,13 @@ impl DateTime {
     /// Seconds since the epoch when this wall-clock time is read at `utc_offset` seconds east
     /// of UTC (see [`datetime::utc_offset_at`] for the offset of a zone).
     pub fn unix_seconds(&self, utc_offset: i64) -> i64 {
-        let days = days_from_civil(self.year, self.month, self.day);
-        days * 86_400
+        let days = calendar::days_from_civil(i64::from(self.year), self.month, self.day);
+        days * calendar::SECS_PER_DAY
             + i64::from(self.hour) * 3600
             + i64::from(self.minute) * 60
             + i64::from(self.second)
             - utc_offset
     }
-}
-
-fn days_in_month(year: i32, month: u32) -> Option<u32> {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    Some(match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    })
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Everything first-boot configuration can set. `None` or empty means "leave as it is".
