@@ -202,6 +202,8 @@ pub enum Action {
     CleanupInstance,
     /// Arm (`true`) or disarm first-boot configuration for the next boot.
     SetInitialConfig(bool),
+    /// Whether first-boot configuration is armed: [`Outcome::Armed`].
+    InitialConfigArmed,
     /// Run the hooks of a lifecycle event, within the handler's deadline.
     LifecycleHooks {
         /// Which event.
@@ -246,6 +248,8 @@ pub enum ActionKind {
     CleanupInstance,
     /// [`Action::SetInitialConfig`].
     SetInitialConfig,
+    /// [`Action::InitialConfigArmed`].
+    InitialConfigArmed,
     /// [`Action::LifecycleHooks`].
     LifecycleHooks,
 }
@@ -270,6 +274,7 @@ impl Action {
             Action::ConfigureInstance(_) => ActionKind::ConfigureInstance,
             Action::CleanupInstance => ActionKind::CleanupInstance,
             Action::SetInitialConfig(_) => ActionKind::SetInitialConfig,
+            Action::InitialConfigArmed => ActionKind::InitialConfigArmed,
             Action::LifecycleHooks { .. } => ActionKind::LifecycleHooks,
         }
     }
@@ -337,6 +342,8 @@ pub enum Outcome {
     MemoryBlocks(Vec<(u64, MemoryBlockResponse)>),
     /// What first-boot configuration, cleanup or arming did, item by item.
     Instance(Box<crate::actions::instance::Report>),
+    /// Whether first-boot configuration is armed.
+    Armed(bool),
 }
 
 /// Why an action failed. Protocols map these to their own error vocabulary at one boundary.

@@ -384,3 +384,89 @@ fn delegation_feeds_the_list_on_stdin_and_reports_status_only() {
     assert_eq!(e.module, Module::Delegate);
     assert_eq!(e.status, Status::Failed("exit status 3".into()));
 }
+
+/// Records the clock requests instead of setting the clock.
+#[derive(Debug, Default)]
+struct ClockRecorder(std::sync::Mutex<Vec<Option<i64>>>);
+
+#[async_trait::async_trait]
+impl guestd_core::action::ActionHandler for ClockRecorder {
+    fn kinds(&self) -> &[guestd_core::action::ActionKind] {
+        &[guestd_core::action::ActionKind::SetTime]
+    }
+    async fn run(&self, action: Action) -> Result<Outcome, guestd_core::action::ActionError> {
+        let Action::SetTime { nanos } = action else {
+            panic!("{action:?}")
+        };
+        self.0.lock().unwrap().push(nanos);
+        Ok(Outcome::Done)
+    }
+}
+
+/// The ovmd first-boot trigger end to end on a fixture root: armed or not through the
+/// dispatcher, the zone set, then the clock requested through `SetTime` with the manager's
+/// wall-clock time read in the new zone, then disarmed.
+#[tokio::test]
+async fn first_boot_trigger_sets_the_clock_in_the_new_zone() {
+    use guestd_protocols::ovmd::first_boot::{TriggerOutcome, run};
+    let r = fixtures::debian();
+    let pairs: Vec<(String, String)> = [
+        ("com.oracle.linux.datetime.datetime", "2011-4-7-9-2-42"),
+        ("com.oracle.linux.datetime.timezone", "America/New_York"),
+        (ROOT_PASSWORD, "Welcome!"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let cfg = ActionsConfig {
+        paths: r.paths(),
+        ..Default::default()
+    };
+    let agent = |d: guestd_core::action::Dispatcher| guestd_core::Agent {
+        paths: r.paths(),
+        facts: std::sync::Arc::new(guestd_reporters::SystemFacts::new(r.paths())),
+        actions: std::sync::Arc::new(d),
+        events: EventBus::new(16),
+    };
+    let recorder = std::sync::Arc::new(ClockRecorder::default());
+    let mut d = default_dispatcher(&cfg, &EventBus::new(16));
+    d.register(recorder.clone());
+    let a = agent(d);
+
+    // Not armed: nothing is configured, no clock request.
+    assert_eq!(run(Some(&a), &pairs).await, TriggerOutcome::NotArmed);
+    assert!(fs::read_link(r.p("etc/localtime")).map_or(true, |l| !l.ends_with("America/New_York")));
+    assert!(recorder.0.lock().unwrap().is_empty());
+    assert_eq!(run(None, &pairs).await, TriggerOutcome::NotArmed);
+
+    // Armed: zone first, then the clock, then disarmed.
+    enable_initial_config(&r.paths()).unwrap();
+    let out = run(Some(&a), &pairs).await;
+    assert_eq!(
+        out,
+        TriggerOutcome::Applied("applied 3, skipped 0, failed 0".into()),
+        "zone, root password, date and time"
+    );
+    assert!(
+        fs::read_link(r.p("etc/localtime"))
+            .unwrap()
+            .ends_with("America/New_York")
+    );
+    let want = if std::path::Path::new("/usr/share/zoneinfo/America/New_York").exists() {
+        1_302_166_962 + 4 * 3600 // 2011-04-07 09:02:42 EDT
+    } else {
+        1_302_166_962
+    };
+    assert_eq!(*recorder.0.lock().unwrap(), [Some(want * 1_000_000_000)]);
+    assert!(!initial_config_enabled(&r.paths()));
+
+    // With the real clock handler, a fixture root never reaches the running clock: the
+    // request is refused and reported as a failed item; the rest is applied.
+    enable_initial_config(&r.paths()).unwrap();
+    let a = agent(default_dispatcher(&cfg, &EventBus::new(16)));
+    assert_eq!(
+        run(Some(&a), &pairs).await,
+        TriggerOutcome::Applied("applied 2, skipped 0, failed 1".into())
+    );
+    assert!(!initial_config_enabled(&r.paths()));
+}

@@ -239,6 +239,14 @@ impl ActionHandler for TimeHandler {
         match nanos {
             Some(nanos) => {
                 let (secs, sub) = validate(nanos)?;
+                if !self.paths.is_system() {
+                    // The running clock belongs to the running system, not to another root
+                    // (`guestd ovmd --root`, fixture roots in tests): never set it from there.
+                    return Err(ActionError::Failed(format!(
+                        "not setting the running clock for the root {}",
+                        self.paths.root().display()
+                    )));
+                }
                 clock_settime(ClockId::CLOCK_REALTIME, TimeSpec::new(secs, sub)).map_err(|e| {
                     ActionError::Failed(format!("Failed to set time to guest: {}", e.desc()))
                 })?;
@@ -303,6 +311,17 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.to_string(), "Invalid time");
+        // A valid time for another root never reaches the running clock.
+        let e = h
+            .run(Action::SetTime {
+                nanos: Some(1_302_166_962_000_000_000),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("not setting the running clock"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,9 +3,15 @@
 //! every pair received. The configuration itself is protocol-neutral
 //! (`guestd_core::actions::instance`), reached through the dispatcher; the mapping of the
 //! `com.oracle.linux.*` keys is [`super::template`].
+//!
+//! Everything goes through the dispatcher, so this module does no I/O: whether configuration
+//! is armed ([`Action::InitialConfigArmed`]), the configuration itself
+//! ([`Action::ConfigureInstance`]), then the clock when the manager sent a date and time
+//! ([`Action::SetTime`] with the instant configuration computed in the new zone, after the
+//! zone was set), then disarming ([`Action::SetInitialConfig`]).
 
-use guestd_core::action::{Action, Outcome};
-use guestd_core::actions::instance::{InstanceRequest, initial_config_enabled};
+use guestd_core::action::{Action, ActionError, Outcome};
+use guestd_core::actions::instance::{InstanceRequest, Module};
 use guestd_core::{Agent, runtime::display_chain};
 use tracing::{info, warn};
 
@@ -30,11 +36,18 @@ pub async fn run(agent: Option<&Agent>, received: &[(String, String)]) -> Trigge
     let Some(agent) = agent else {
         return TriggerOutcome::NotArmed;
     };
-    if !initial_config_enabled(&agent.paths) {
-        info!(
-            "root password received; first-boot configuration is not armed, so the pairs are only kept"
-        );
-        return TriggerOutcome::NotArmed;
+    match agent.actions.dispatch(Action::InitialConfigArmed).await {
+        Ok(Outcome::Armed(true)) => {}
+        Ok(_) | Err(ActionError::Unsupported) => {
+            info!(
+                "root password received; first-boot configuration is not armed, so the pairs are only kept"
+            );
+            return TriggerOutcome::NotArmed;
+        }
+        Err(e) => {
+            warn!(error = %display_chain(&e), "cannot tell whether first-boot configuration is armed; not configuring");
+            return TriggerOutcome::NotArmed;
+        }
     }
     info!(
         pairs = received.len(),
@@ -52,7 +65,18 @@ pub async fn run(agent: Option<&Agent>, received: &[(String, String)]) -> Trigge
         .dispatch(Action::ConfigureInstance(Box::new(request)))
         .await
     {
-        Ok(Outcome::Instance(report)) => {
+        Ok(Outcome::Instance(mut report)) => {
+            if let Some(nanos) = report.set_time.take() {
+                let item = "date and time";
+                match agent
+                    .actions
+                    .dispatch(Action::SetTime { nanos: Some(nanos) })
+                    .await
+                {
+                    Ok(_) => report.applied(Module::Datetime, item),
+                    Err(e) => report.failed(Module::Datetime, item, display_chain(&e)),
+                }
+            }
             let summary = report.summary();
             info!(summary = %summary, "first-boot configuration done");
             TriggerOutcome::Applied(summary)

@@ -11,7 +11,8 @@
 //!   `NTP=` in `/etc/systemd/timesyncd.conf`.
 //! - NTP on/off: the first installed of chronyd/chrony, ntpd/ntp/ntpsec, systemd-timesyncd is
 //!   enabled; off disables all of them.
-//! - The date and time itself is not set here (see [`super::InstanceConfig::datetime`]).
+//! - The date and time itself is not set here: [`set_time_nanos`] gives the instant for the
+//!   caller's [`crate::action::Action::SetTime`] (see [`super::Report::set_time`]).
 
 use std::fs;
 use std::io;
@@ -59,13 +60,6 @@ pub fn configure(cfg: &InstanceConfig, paths: &Paths, distro: &Distro, report: &
     }
     if let Some(on) = cfg.ntp_enabled {
         ntp_service(on, paths, report);
-    }
-    if cfg.datetime.is_some() {
-        report.skipped(
-            Module::Datetime,
-            "date and time",
-            "the clock is set by the caller through SetTime",
-        );
     }
 }
 
@@ -309,23 +303,31 @@ pub fn local_to_unix(paths: &Paths, zone: &str, dt: &super::DateTime) -> Option<
     Some(dt.unix_seconds(off2))
 }
 
-/// The [`crate::action::Action::SetTime`] that sets the clock to the date and time the
-/// manager sent, or `None` when none was sent. The wall-clock time is read in the new zone
-/// when one was sent, else in the zone `/etc/localtime` points at, else as UTC. Dispatching
-/// it is the caller's decision (it changes the running clock).
-pub fn set_time_action(cfg: &InstanceConfig, paths: &Paths) -> Option<crate::action::Action> {
+/// The instant, in nanoseconds since the epoch, of the date and time the manager sent, or
+/// `None` when none was sent. The wall-clock time is read in the new zone, as
+/// ovm-template-config does (it runs `date` after setting the zone): the sent zone when the
+/// root has it, else the zone `/etc/localtime` points at (the zone configuration left in
+/// place), else UTC.
+pub fn set_time_nanos(cfg: &InstanceConfig, paths: &Paths) -> Option<i64> {
     let dt = cfg.datetime?;
-    let zone = cfg.timezone.clone().or_else(|| {
-        let target = fs::read_link(paths.etc("localtime")).ok()?;
-        let s = target.to_string_lossy().into_owned();
+    let current = fs::read_link(paths.etc("localtime")).ok().and_then(|t| {
+        let s = t.to_string_lossy().into_owned();
         s.split_once("zoneinfo/").map(|(_, z)| z.to_string())
     });
-    let secs = zone
-        .and_then(|z| local_to_unix(paths, &z, &dt))
+    let secs = cfg
+        .timezone
+        .iter()
+        .chain(current.iter())
+        .find_map(|z| local_to_unix(paths, z, &dt))
         .unwrap_or_else(|| dt.unix_seconds(0));
-    Some(crate::action::Action::SetTime {
-        nanos: Some(secs.saturating_mul(1_000_000_000)),
-    })
+    Some(secs.saturating_mul(1_000_000_000))
+}
+
+/// The [`crate::action::Action::SetTime`] that sets the clock to the date and time the
+/// manager sent (see [`set_time_nanos`]), or `None` when none was sent. Dispatching it is the
+/// caller's decision (it changes the running clock).
+pub fn set_time_action(cfg: &InstanceConfig, paths: &Paths) -> Option<crate::action::Action> {
+    set_time_nanos(cfg, paths).map(|n| crate::action::Action::SetTime { nanos: Some(n) })
 }
 
 fn be32(d: &[u8], at: usize) -> Option<u32> {

@@ -11,9 +11,10 @@
 //! - [`enable_initial_config`] / [`disable_initial_config`] / [`initial_config_enabled`] arm
 //!   and disarm configuration at the next boot.
 //!
-//! The same three are reachable through the dispatcher as [`Action::ConfigureInstance`],
-//! [`Action::CleanupInstance`] and [`Action::SetInitialConfig`] (see [`InstanceHandler`]), which
-//! is how a protocol session that does no I/O of its own gets them done.
+//! The same are reachable through the dispatcher as [`Action::ConfigureInstance`],
+//! [`Action::CleanupInstance`], [`Action::SetInitialConfig`] and [`Action::InitialConfigArmed`]
+//! (see [`InstanceHandler`]), which is how a protocol session that does no I/O of its own gets
+//! them done.
 //!
 //! Every module works on an injectable root and writes the format of the guest's family
 //! (detected from `<root>/etc/os-release`, see [`distro`]):
@@ -27,8 +28,10 @@
 //! | selinux | `/etc/selinux/config` `SELINUX=` | same, when SELinux is installed |
 //! | ssh | host keys removed, `ssh-keygen -A -f <root>`, else a boot-time unit | same |
 //!
-//! Setting the clock itself is not done here: [`DateTime`] is handed back for the action layer's
-//! [`Action::SetTime`], which the caller dispatches only when the manager asked for it.
+//! Setting the clock itself is not done here: when the manager sent a date and time,
+//! [`configure`] converts it to an instant in the (new) zone, after the zone is set, and hands
+//! it back in [`Report::set_time`]; the caller dispatches it as the action layer's
+//! [`Action::SetTime`] and records how that went in the report (`datetime: date and time`).
 
 pub mod accounts;
 pub mod cleanup;
@@ -231,8 +234,8 @@ pub struct InstanceConfig {
     pub ntp_servers: Option<Vec<String>>,
     /// Hardware clock in UTC (`true`) or local time.
     pub utc: Option<bool>,
-    /// Date and time the manager asked to set; applied by the caller through
-    /// [`Action::SetTime`], never by [`configure`].
+    /// Date and time the manager asked to set; converted by [`configure`] into
+    /// [`Report::set_time`] and applied by the caller through [`Action::SetTime`].
     pub datetime: Option<DateTime>,
     /// Firewall on or off.
     pub firewall: Option<bool>,
@@ -264,6 +267,8 @@ pub fn configure(cfg: &InstanceConfig, paths: &Paths) -> Report {
     let mut report = Report::default();
     network::configure(cfg, paths, &distro, &mut report);
     datetime::configure(cfg, paths, &distro, &mut report);
+    // After the zone is set: the manager's wall-clock time is read in the new zone.
+    report.set_time = datetime::set_time_nanos(cfg, paths);
     firewall::configure(cfg, paths, &distro, &mut report);
     selinux::configure(cfg, paths, &mut report);
     accounts::configure_users(cfg, paths, &mut report);
@@ -283,8 +288,8 @@ pub struct InstanceRequest {
     pub ovm_list: Option<Secret>,
 }
 
-/// Handles [`Action::ConfigureInstance`], [`Action::CleanupInstance`] and
-/// [`Action::SetInitialConfig`] on a root.
+/// Handles [`Action::ConfigureInstance`], [`Action::CleanupInstance`],
+/// [`Action::SetInitialConfig`] and [`Action::InitialConfigArmed`] on a root.
 #[derive(Debug, Clone)]
 pub struct InstanceHandler {
     paths: Paths,
@@ -332,11 +337,18 @@ impl ActionHandler for InstanceHandler {
             ActionKind::ConfigureInstance,
             ActionKind::CleanupInstance,
             ActionKind::SetInitialConfig,
+            ActionKind::InitialConfigArmed,
         ]
     }
 
     async fn run(&self, action: Action) -> Result<Outcome, ActionError> {
         let paths = self.paths.clone();
+        if matches!(action, Action::InitialConfigArmed) {
+            return tokio::task::spawn_blocking(move || initial_config_enabled(&paths))
+                .await
+                .map(Outcome::Armed)
+                .map_err(|e| ActionError::Failed(format!("flag read task failed: {e}")));
+        }
         let work = move || -> Result<Report, ActionError> {
             match action {
                 Action::ConfigureInstance(req) => Ok(run_request(&req, &paths)),

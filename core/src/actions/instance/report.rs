@@ -80,6 +80,11 @@ pub struct Entry {
 pub struct Report {
     /// The entries, in the order they happened.
     pub entries: Vec<Entry>,
+    /// The clock setting the configuration asks for, in nanoseconds since the epoch (the
+    /// manager's date and time read in the configured zone), for the caller to dispatch as
+    /// [`crate::action::Action::SetTime`]: configuration never sets the running clock itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_time: Option<i64>,
 }
 
 impl Report {
@@ -115,6 +120,9 @@ impl Report {
     /// Append another report's entries.
     pub fn extend(&mut self, other: Report) {
         self.entries.extend(other.entries);
+        if other.set_time.is_some() {
+            self.set_time = other.set_time;
+        }
     }
 
     /// True when nothing failed.
