@@ -15,7 +15,7 @@ pkgs=(
   dpkg-dev
   rpm dbus-daemon                                    # reporters: rpm -qa/rpmbuild cross-check, a private bus for the logind client
   ifupdown network-manager chrony openssl systemd    # first-boot config: ifquery/ifup, nmcli --offline, chronyd -p, openssl passwd, systemctl --root
-  mmdebstrap debian-archive-keyring                  # the systemd/logind test image (tests/logind.rs)
+  mmdebstrap debian-archive-keyring                  # the systemd/logind test image (tests/logind.rs), the .deb install root (tests/daemon.rs)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -9,5 +9,9 @@ mod support;
 
 #[path = "daemon/config.rs"]
 mod config;
+#[path = "daemon/deb.rs"]
+mod deb;
 #[path = "daemon/run.rs"]
 mod run;
+#[path = "daemon/vm.rs"]
+mod vm;

@@ -665,6 +665,8 @@ async fn thaw_if_frozen(agent: &Agent) {
 // uevents (behind the `netlink` feature)
 // ---------------------------------------------------------------------------------------------
 
+// Without netlink no uevent is ever seen: the variants are built only by the netlink reader.
+#[cfg_attr(not(all(target_os = "linux", feature = "netlink")), allow(dead_code))]
 enum UeventSeen {
     /// A device of a channel subsystem changed (or events were lost).
     Relevant,
