@@ -31,10 +31,21 @@ pub fn read(paths: &Paths) -> Result<Vec<MemoryBlock>, FactError> {
     Ok(out)
 }
 
-/// `block_size_bytes`, which the kernel prints in hex without `0x`.
+/// `block_size_bytes`, which the kernel prints in hex without `0x`. When the file is missing,
+/// the error names the memory directory if that is missing too.
 pub fn block_size(paths: &Paths) -> Result<u64, FactError> {
-    let path = paths.sys("devices/system/memory/block_size_bytes");
-    let text = util::read(&path)?;
+    let dir = paths.sys("devices/system/memory");
+    let path = dir.join("block_size_bytes");
+    let text = match util::read(&path) {
+        Ok(t) => t,
+        // No memory directory at all: say so by its path, not the file's.
+        Err(FactError::Io { source, .. })
+            if util::is_absent(&source) && std::fs::metadata(&dir).is_err() =>
+        {
+            return Err(util::io_err(&dir, source));
+        }
+        Err(e) => return Err(e),
+    };
     let t = text.trim();
     u64::from_str_radix(t.trim_start_matches("0x"), 16)
         .map_err(|_| util::parse_err(&path, format!("not a hex number: {t:?}")))
@@ -57,5 +68,26 @@ mod tests {
             .map(|b| (b.phys_index, b.online, b.can_offline))
             .collect();
         assert_eq!(v, [(0, true, false), (1, true, true), (10, false, true)]);
+    }
+
+    #[test]
+    fn missing_directory_or_file_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::under(d.path());
+        let path_of = |e: FactError| match e {
+            FactError::Io { path, source } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+                path
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(path_of(block_size(&p).unwrap_err()).ends_with("sys/devices/system/memory"));
+        assert!(path_of(read(&p).unwrap_err()).ends_with("sys/devices/system/memory"));
+        std::fs::create_dir_all(d.path().join("sys/devices/system/memory")).unwrap();
+        assert!(
+            path_of(block_size(&p).unwrap_err())
+                .ends_with("sys/devices/system/memory/block_size_bytes")
+        );
+        assert!(read(&p).unwrap().is_empty());
     }
 }

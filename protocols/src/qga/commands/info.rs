@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use guestd_core::contract::FactError;
 use guestd_core::model::{Disk, Filesystem, Interface};
+use guestd_core::oserror::strerror;
 use guestd_core::sysfacts::{BlockDevice, Route};
 use serde_json::{Map, Value, json};
 
@@ -103,13 +104,25 @@ pub(super) async fn timezone(
 
 pub(super) async fn users(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Success, QgaError> {
     no_args(args)?;
-    let sessions = match ctx.agent.facts.users().await {
-        Ok(s) => s,
-        // qemu-ga reads utmp and answers [] when there is none (initramfs, containers).
-        Err(FactError::Unavailable(_)) => Vec::new(),
-        Err(e) => return Err(QgaError::from_fact(&e)),
-    };
-    ret(users_list(sessions))
+    ret(users_list(sessions_or_none(ctx.agent.facts.users().await)?))
+}
+
+/// qemu-ga reads utmp with `getutxent(3)`, which yields no record when the file is missing
+/// (initramfs, containers) or cannot be opened, so it answers `[]` then: so do we, when there
+/// is neither logind nor utmp ([`FactError::Unavailable`]) or utmp cannot be read
+/// ([`FactError::Io`]). A timeout or a platform without the fact stays an error (qemu-ga
+/// without utmpx answers `QERR_UNSUPPORTED`).
+fn sessions_or_none(
+    res: Result<Vec<guestd_core::model::UserSession>, FactError>,
+) -> Result<Vec<guestd_core::model::UserSession>, QgaError> {
+    match res {
+        Ok(s) => Ok(s),
+        Err(e @ (FactError::Unavailable(_) | FactError::Io { .. })) => {
+            tracing::debug!(error = %e, "guest-get-users: no user records, answering []");
+            Ok(Vec::new())
+        }
+        Err(e) => Err(QgaError::from_fact(&e)),
+    }
 }
 
 /// One entry per user with the earliest login, in order of first appearance (qemu-ga reads
@@ -343,12 +356,7 @@ pub(super) async fn memory_blocks(
     args: &Map<String, Value>,
 ) -> Result<Success, QgaError> {
     no_args(args)?;
-    let list = ctx
-        .agent
-        .facts
-        .memory_blocks()
-        .await
-        .map_err(|e| QgaError::from_fact(&e))?;
+    let list = memory_blocks_as_qemu_ga(ctx.agent.facts.memory_blocks().await)?;
     ret(Value::Array(
         list.iter()
             .map(|b| json!({"phys-index": b.phys_index, "online": b.online, "can-offline": b.can_offline}))
@@ -356,18 +364,52 @@ pub(super) async fn memory_blocks(
     ))
 }
 
+/// qemu-ga's answers without blocks: `[]` when `/sys/devices/system/memory` does not exist (no
+/// memory hotplug), its `opendir` error when it cannot be read, and an error when the
+/// directory holds no block.
+fn memory_blocks_as_qemu_ga(
+    res: Result<Vec<guestd_core::sysfacts::MemoryBlock>, FactError>,
+) -> Result<Vec<guestd_core::sysfacts::MemoryBlock>, QgaError> {
+    match res {
+        Ok(list) if list.is_empty() => Err(QgaError::generic("guest reported zero memory blocks!")),
+        Ok(list) => Ok(list),
+        Err(FactError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
+        }
+        Err(FactError::Io { source, .. }) => Err(QgaError::generic(format!(
+            "Can't open directory\"/sys/devices/system/memory/\": {}",
+            strerror(&source)
+        ))),
+        Err(e) => Err(QgaError::from_fact(&e)),
+    }
+}
+
 pub(super) async fn memory_block_info(
     ctx: &Ctx<'_>,
     args: &Map<String, Value>,
 ) -> Result<Success, QgaError> {
     no_args(args)?;
-    let size = ctx
-        .agent
-        .facts
-        .memory_block_size()
-        .await
-        .map_err(|e| QgaError::from_fact(&e))?;
+    let size = block_size_as_qemu_ga(ctx.agent.facts.memory_block_size().await)?;
     ret(json!({ "size": size }))
+}
+
+/// qemu-ga's texts when the block size cannot be read: the directory's `open` error, or the
+/// sysfs file's.
+fn block_size_as_qemu_ga(res: Result<u64, FactError>) -> Result<u64, QgaError> {
+    match res {
+        Ok(size) => Ok(size),
+        Err(FactError::Io { path, source }) if path.ends_with("block_size_bytes") => {
+            Err(QgaError::generic(format!(
+                "open sysfs file \"block_size_bytes\": {}",
+                strerror(&source)
+            )))
+        }
+        Err(FactError::Io { source, .. }) => Err(QgaError::generic(format!(
+            "open(\"/sys/devices/system/memory/\"): {}",
+            strerror(&source)
+        ))),
+        Err(e) => Err(QgaError::from_fact(&e)),
+    }
 }
 
 pub(super) async fn diskstats(
@@ -552,6 +594,69 @@ mod tests {
             users_list(vec![s("bob", 20.5), s("root", 10.0), s("bob", 5.25)]),
             json!([{"user": "bob", "login-time": 5.25}, {"user": "root", "login-time": 10.0}])
         );
+    }
+
+    #[test]
+    fn users_without_logind_or_utmp_is_an_empty_list() {
+        let none = |e: FactError| sessions_or_none(Err(e)).map(users_list);
+        assert_eq!(
+            none(FactError::Unavailable(
+                "no systemd-logind and no utmp file".into()
+            ))
+            .unwrap(),
+            json!([])
+        );
+        assert_eq!(
+            none(FactError::Io {
+                path: "/run/utmp".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            })
+            .unwrap(),
+            json!([])
+        );
+        assert!(
+            none(FactError::Timeout {
+                what: "users".into(),
+                seconds: 5
+            })
+            .is_err()
+        );
+        assert!(none(FactError::Unsupported("here")).is_err());
+    }
+
+    #[test]
+    fn memory_block_errors_as_qemu_ga() {
+        let io = |path: &str, code: i32| FactError::Io {
+            path: path.into(),
+            source: std::io::Error::from_raw_os_error(code),
+        };
+        let desc = |e: QgaError| e.desc;
+        // No memory hotplug directory: no blocks, as qemu-ga.
+        assert!(
+            memory_blocks_as_qemu_ga(Err(io("/sys/devices/system/memory", 2)))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            desc(memory_blocks_as_qemu_ga(Err(io("/sys/devices/system/memory", 13))).unwrap_err()),
+            "Can't open directory\"/sys/devices/system/memory/\": Permission denied"
+        );
+        assert_eq!(
+            desc(memory_blocks_as_qemu_ga(Ok(Vec::new())).unwrap_err()),
+            "guest reported zero memory blocks!"
+        );
+        assert_eq!(
+            desc(block_size_as_qemu_ga(Err(io("/sys/devices/system/memory", 2))).unwrap_err()),
+            "open(\"/sys/devices/system/memory/\"): No such file or directory"
+        );
+        assert_eq!(
+            desc(
+                block_size_as_qemu_ga(Err(io("/sys/devices/system/memory/block_size_bytes", 2)))
+                    .unwrap_err()
+            ),
+            "open sysfs file \"block_size_bytes\": No such file or directory"
+        );
+        assert_eq!(block_size_as_qemu_ga(Ok(1 << 27)).unwrap(), 1 << 27);
     }
 
     #[test]
