@@ -1,10 +1,13 @@
-//! The .deb built by `packaging/build-deb.sh` installs in a clean Debian 12 root (the cached
-//! mmdebstrap image tests/logind.rs boots, mounted under a throw-away overlay), enables its unit, whose file passes
-//! `systemd-analyze verify`, works there (the static binary, the `ovmd` symlink, the default
-//! configuration), and removes and purges cleanly.
+//! The .deb built by `packaging/build-deb.sh`, in a clean Debian 12 root: the cached mmdebstrap
+//! image that tests/logind.rs boots, mounted under a throw-away overlay. The package installs
+//! there and enables its unit, whose file passes `systemd-analyze verify`; the static binary, the
+//! `ovmd` symlink and the default configuration work; it removes and purges cleanly. Then that
+//! root, with the package installed, boots under QEMU with systemd and the agent serving.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::support;
 
@@ -76,7 +79,13 @@ impl Drop for DebianRoot {
     }
 }
 
+/// The package, built once per test process (both tests here use it).
 fn build_deb() -> PathBuf {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(build_deb_now).clone()
+}
+
+fn build_deb_now() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (ok, out) = run(Command::new(root.join("packaging/build-deb.sh"))
         .env("GUESTD_STATIC_BIN", support::static_bin()));
@@ -190,4 +199,157 @@ fn deb_installs_in_a_clean_debian_root() {
     assert!(ok, "dpkg -P: {out}");
     assert!(!r.join("etc/guestd/guestd.toml").exists());
     assert!(std::fs::symlink_metadata(&wants).is_err());
+}
+
+/// Runs `cmd` in the guest until it prints `want` (trimmed), or panics after `limit`.
+fn wait_guest(sh: &mut support::guest_shell::GuestShell, cmd: &str, want: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let (_, out) = sh.run(cmd, Duration::from_secs(60));
+        if out.trim() == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{cmd:?} still prints {out:?} (want {want:?}) after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The fresh-image story end to end: the package installed in the clean Debian 12 root, that
+/// root booted under QEMU TCG with systemd as init and the oVirt port present. With no
+/// configuration and nothing run by hand, the unit enabled by the package starts at boot, is
+/// `active` only after guestd's `READY=1`, serves oVirt from the packaged binary, picks up a
+/// QGA port hot-plugged over QMP under the unit's sandboxing, survives `systemctl reload`, and
+/// stops cleanly on `systemctl stop`. (The image has no udev, so the udev rule is not exercised.)
+#[test]
+fn deb_installed_image_boots_with_the_agent_serving() {
+    use serde_json::json;
+
+    use crate::support::systemd_vm::SystemdVm;
+    use crate::support::vm::QgaClient;
+    use crate::vm::{OvirtHost, QGA, VM_T, names};
+
+    let root_user = nix::unistd::Uid::effective().is_root();
+    if !support::require_peer(
+        root_user && support::have_command("dpkg-deb") && support::have_command("mkfs.ext4"),
+        "root with dpkg-deb and mkfs.ext4 (scripts/install-test-deps.sh)",
+    ) {
+        return;
+    }
+    if !support::require_peer(support::vm::vm_available(), "QEMU and ../shared/peers/vm") {
+        return;
+    }
+    let image = support::systemd_vm::image();
+    if !support::require_peer(image.is_ok(), &format!("the Debian 12 image: {image:?}")) {
+        return;
+    }
+    let mounted = DebianRoot::mount(&image.unwrap_or_default());
+    if !support::require_peer(
+        mounted.is_ok(),
+        &format!("loop and overlay mounts: {mounted:?}"),
+    ) {
+        return;
+    }
+    let deb = build_deb();
+    let mounted = mounted.unwrap_or_else(|e| panic!("{e}"));
+    let r = mounted.path();
+    std::fs::copy(&deb, r.join("tmp/guestd.deb")).unwrap();
+    let (ok, out) = run(Command::new("chroot")
+        .arg(&r)
+        .args(["dpkg", "-i", "/tmp/guestd.deb"]));
+    assert!(ok, "dpkg -i failed: {out}");
+    std::fs::remove_file(r.join("tmp/guestd.deb")).unwrap();
+
+    // The installed root as a disk image (what the VM boots; QEMU's -snapshot keeps it as is).
+    let disk = mounted.dir.path().join("rootfs.ext4");
+    let (ok, out) = run(Command::new("du").args(["-sm"]).arg(&r));
+    assert!(ok, "{out}");
+    let mb: u64 = out
+        .split_whitespace()
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0)
+        + 160;
+    let (ok, out) = run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "guestd-root", "-d"])
+        .arg(&r)
+        .arg(&disk)
+        .arg(format!("{mb}M")));
+    assert!(ok, "mkfs.ext4: {out}");
+
+    let mut vm = SystemdVm::boot(&disk);
+    let sh = &mut vm.shell;
+    assert_eq!(sh.ok("cat /proc/1/comm").trim(), "systemd");
+    // Type=notify: `active` only once guestd said READY=1.
+    wait_guest(sh, "systemctl is-active guestd", "active", VM_T);
+    let pid = sh.ok("systemctl show -p MainPID --value guestd");
+    assert_eq!(
+        sh.ok(&format!("readlink /proc/{}/exe", pid.trim())).trim(),
+        "/usr/sbin/guestd"
+    );
+    let status = sh.ok("systemctl show -p StatusText --value guestd");
+    assert!(
+        status.contains("serving") && status.contains("ovirt"),
+        "{status}"
+    );
+
+    // oVirt on its port, with no configuration.
+    let mut ovirt = OvirtHost::connect(&vm.ovirt_sock);
+    ovirt.send(r#"{"apiVersion": 3, "__name__": "refresh"}"#);
+    let got = ovirt
+        .until("host-name", VM_T)
+        .unwrap_or_else(|g| panic!("no oVirt report: {}", names(&g)));
+    assert!(
+        got.iter()
+            .any(|m| m["__name__"] == "host-name" && m["name"] == "guestd-systemd-vm"),
+        "{got:?}"
+    );
+
+    // A QGA port hot-plugged while the unit runs is served too.
+    let qga_sock = mounted.dir.path().join("qga.sock");
+    vm.qmp
+        .add_port("hpqga", QGA, &qga_sock)
+        .unwrap_or_else(|e| panic!("hot-plug: {e}"));
+    let mut qga = QgaClient::connect(&qga_sock, VM_T).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(qga.ok("guest-ping", None), json!({}));
+    assert_eq!(
+        qga.ok("guest-get-host-name", None)["host-name"],
+        json!("guestd-systemd-vm")
+    );
+    let sh = &mut vm.shell;
+    wait_guest(
+        sh,
+        "systemctl show -p StatusText --value guestd | grep -c qga",
+        "1",
+        VM_T,
+    );
+
+    // Reload (SIGHUP): the agent stays, with its channels.
+    sh.ok("systemctl reload guestd");
+    assert_eq!(
+        sh.ok("systemctl show -p MainPID --value guestd").trim(),
+        pid.trim()
+    );
+    assert_eq!(sh.ok("systemctl is-active guestd").trim(), "active");
+    ovirt.send(r#"{"__name__": "echo", "n": 1}"#);
+    assert_eq!(ovirt.until("echo", VM_T).unwrap().last().unwrap()["n"], 1);
+    assert_eq!(qga.ok("guest-ping", None), json!({}));
+
+    // Stop: SIGTERM, a clean exit (not `failed`).
+    sh.ok("systemctl stop guestd");
+    assert_eq!(
+        sh.run("systemctl is-active guestd", Duration::from_secs(60))
+            .1
+            .trim(),
+        "inactive"
+    );
+    assert_eq!(
+        sh.ok("systemctl show -p Result --value guestd").trim(),
+        "success"
+    );
+    let journal = sh.ok("journalctl -b -u guestd --no-pager -o cat");
+    assert!(!journal.is_empty(), "nothing in the journal");
 }

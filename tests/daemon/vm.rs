@@ -15,20 +15,20 @@ use serde_json::{Value, json};
 use crate::support;
 use crate::support::vm::{QgaClient, Vm, VmOptions, connect_retry, vm_available};
 
-const QGA: &str = "org.qemu.guest_agent.0";
+pub(crate) const QGA: &str = "org.qemu.guest_agent.0";
 const OVIRT: &str = "ovirt-guest-agent.0";
 const LEGACY: &str = "com.redhat.rhevm.vdsm";
 /// The guest runs under TCG, roughly ten times slower than the host.
-const VM_T: Duration = Duration::from_secs(90);
+pub(crate) const VM_T: Duration = Duration::from_secs(90);
 
 /// Reads oVirt lines from the host end of the port.
-struct OvirtHost {
+pub(crate) struct OvirtHost {
     stream: UnixStream,
     buf: Vec<u8>,
 }
 
 impl OvirtHost {
-    fn connect(sock: &Path) -> Self {
+    pub(crate) fn connect(sock: &Path) -> Self {
         let stream = connect_retry(sock, VM_T).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
@@ -39,13 +39,13 @@ impl OvirtHost {
         }
     }
 
-    fn send(&mut self, line: &str) {
+    pub(crate) fn send(&mut self, line: &str) {
         self.stream.write_all(line.as_bytes()).unwrap();
         self.stream.write_all(b"\n").unwrap();
     }
 
     /// Messages until one named `name` arrives (that one included).
-    fn until(&mut self, name: &str, limit: Duration) -> Result<Vec<Value>, Vec<Value>> {
+    pub(crate) fn until(&mut self, name: &str, limit: Duration) -> Result<Vec<Value>, Vec<Value>> {
         let start = Instant::now();
         let mut seen = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -70,7 +70,7 @@ impl OvirtHost {
     }
 }
 
-fn names(v: &[Value]) -> String {
+pub(crate) fn names(v: &[Value]) -> String {
     v.iter()
         .map(|m| m["__name__"].as_str().unwrap_or("?").to_owned())
         .collect::<Vec<_>>()
