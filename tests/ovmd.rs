@@ -843,6 +843,15 @@ fn root_password_triggers_first_boot_configuration() {
     );
     let shadow = fx.read("etc/shadow");
     assert!(shadow.starts_with("root:$6$"), "{shadow}");
+    // The manager is told how it ended, in one message that names no value.
+    vm.wait("the status message", || {
+        vm.mgr_read("from-guest/last-write").as_deref() == Some("1")
+    });
+    let (key, status, _) = vm.mgr_received(1);
+    assert_eq!(key, "guestd.initial-config.status");
+    assert!(status.starts_with("done: applied "), "{status}");
+    assert!(status.ends_with(", failed 0"), "{status}");
+    assert!(!status.contains("S3cret-pw"));
     assert!(!vm.log_text().contains("S3cret-pw"));
     let stored = std::fs::read_to_string(vm.store().join("params.json")).unwrap();
     assert!(!stored.contains("S3cret-pw"));
@@ -853,6 +862,8 @@ fn root_password_triggers_first_boot_configuration() {
     vm.mgr_commit(4);
     vm.wait("message 4", || vm.mgr_read("to-guest/4").is_none());
     assert_eq!(fx.read("etc/hostname"), "db01\n");
+    // Nothing ran, so nothing more is reported.
+    assert_eq!(vm.mgr_read("from-guest/last-write").as_deref(), Some("1"));
     assert_eq!(vm.ok(&["-g", "com.oracle.linux.root-password"]), "other\n");
     vm.stop();
 }

@@ -19,6 +19,11 @@ use super::template;
 
 pub use super::template::ROOT_PASSWORD;
 
+/// The key of the message that tells the manager how first-boot configuration ended. Oracle's
+/// key for this is not public (ovmd.md §6), so it is guestd's own; the value is
+/// `done: applied N, skipped N, failed N` or `failed: <why>`, never a configured value.
+pub const STATUS_KEY: &str = "guestd.initial-config.status";
+
 /// What the trigger did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TriggerOutcome {
@@ -28,6 +33,17 @@ pub enum TriggerOutcome {
     Applied(String),
     /// Configuration could not run.
     Failed(String),
+}
+
+impl TriggerOutcome {
+    /// The value of the [`STATUS_KEY`] message, when configuration ran or failed.
+    pub fn status_message(&self) -> Option<String> {
+        match self {
+            TriggerOutcome::NotArmed => None,
+            TriggerOutcome::Applied(summary) => Some(format!("done: {summary}")),
+            TriggerOutcome::Failed(why) => Some(format!("failed: {why}")),
+        }
+    }
 }
 
 /// Configure from `received` (every received pair, in arrival order) if configuration is

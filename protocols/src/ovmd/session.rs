@@ -381,19 +381,28 @@ impl<'a> Session<'a> {
             .filter(|p| p.origin == Origin::Received)
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
-        let applied = matches!(
-            first_boot::run(self.agent, &received).await,
-            first_boot::TriggerOutcome::Applied(_)
-        );
+        let outcome = first_boot::run(self.agent, &received).await;
         drop(received);
+        let applied = matches!(outcome, first_boot::TriggerOutcome::Applied(_));
+        let status = outcome.status_message();
+        let queued = status.is_some();
+        // One store transaction: the mark goes with the status queued, so a crash in between
+        // neither reports twice nor never.
         self.update(move |st| {
             st.marks.remove(CONFIGURE);
             if applied {
                 // Used: the password is not kept any longer than needed (ovmd.md §6 q9).
                 st.remove(ROOT_PASSWORD);
             }
+            if let Some(v) = status {
+                // Like Oracle's SEND_MESSAGE: sent, not kept in the list.
+                st.enqueue(first_boot::STATUS_KEY, &v, false);
+            }
         })
         .await?;
+        if queued {
+            self.ovmd.kick.notify_one();
+        }
         Ok(())
     }
 
