@@ -222,7 +222,8 @@ fn wait_guest(sh: &mut support::guest_shell::GuestShell, cmd: &str, want: &str, 
 /// configuration and nothing run by hand, the unit enabled by the package starts at boot, is
 /// `active` only after guestd's `READY=1`, serves oVirt from the packaged binary, picks up a
 /// QGA port hot-plugged over QMP under the unit's sandboxing, survives `systemctl reload`, and
-/// stops cleanly on `systemctl stop`. (The image has no udev, so the udev rule is not exercised.)
+/// on `systemctl stop` thaws the filesystems it froze and exits cleanly. (The image has no udev,
+/// so the udev rule is not exercised.)
 #[test]
 fn deb_installed_image_boots_with_the_agent_serving() {
     use serde_json::json;
@@ -338,8 +339,15 @@ fn deb_installed_image_boots_with_the_agent_serving() {
     assert_eq!(ovirt.until("echo", VM_T).unwrap().last().unwrap()["n"], 1);
     assert_eq!(qga.ok("guest-ping", None), json!({}));
 
-    // Stop: SIGTERM, a clean exit (not `failed`).
+    // Stop while the filesystems are frozen: guestd gets SIGTERM alone (KillMode=mixed), thaws
+    // them, and exits cleanly (not `failed`).
+    let n = qga.ok("guest-fsfreeze-freeze", None);
+    assert!(n.as_u64().is_some_and(|n| n >= 1), "froze {n}");
+    assert_eq!(qga.ok("guest-fsfreeze-status", None), json!("frozen"));
+    drop(qga);
     sh.ok("systemctl stop guestd");
+    // A write to the root filesystem would block forever had it stayed frozen.
+    sh.ok("touch /var/tmp/written-after-stop");
     assert_eq!(
         sh.run("systemctl is-active guestd", Duration::from_secs(60))
             .1
