@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod daemon;
 mod logging;
+mod memory;
 
 use std::process::ExitCode;
 

@@ -17,6 +17,9 @@ use crate::contract::{
     TransportError,
 };
 
+/// Receive-buffer capacity kept between messages; a larger one is given back once empty.
+const RX_KEEP: usize = 256 << 10;
+
 /// Tunables of the stream runtime.
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
@@ -179,6 +182,10 @@ async fn run_session(
                     if rx.len() > limit {
                         warn!(bytes = rx.len(), limit, "session left an oversized partial message; discarding it");
                         rx.clear();
+                    }
+                    // After a large message, start small again rather than keep its memory.
+                    if rx.is_empty() && rx.capacity() > RX_KEEP {
+                        rx = BytesMut::with_capacity(4096);
                     }
                 }
                 Err(e) => {

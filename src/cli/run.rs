@@ -202,6 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!("{w}");
     }
     crate::logging::apply_config_level(loaded.settings.log_level.as_deref());
+    crate::memory::tune_allocator();
     crate::daemon::run(
         loaded,
         crate::daemon::Inputs {

@@ -2,6 +2,7 @@
 //! when one is missing, the binaries under test, short temporary directories.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod procstat;
 pub mod vm;
 pub mod xenstored;
 

@@ -114,6 +114,14 @@ impl<'a> Args<'a> {
         Some(v)
     }
 
+    /// A required string member, borrowed: a `guest-file-write` buffer can be tens of MiB,
+    /// and a copy of it would double the agent's peak memory.
+    pub fn req_str(&mut self, key: &'a str) -> Result<&'a str, QgaError> {
+        let name = self.name(key);
+        let v = self.take(key).ok_or_else(|| missing(&name))?;
+        v.as_str().ok_or_else(|| bad_type(&name, "string"))
+    }
+
     /// A required member.
     pub fn req<T: FromArg>(&mut self, key: &'a str) -> Result<T, QgaError> {
         let name = self.name(key);

@@ -26,6 +26,9 @@ pub const MAX_NESTING: i64 = 1 << 10;
 /// qemu-ga's per-message size limit (`MAX_TOKEN_SIZE`, 64 MiB).
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 
+/// Above this size a complete message gets the receive buffer's allocation to itself.
+const TAKE_WHOLE_ABOVE: usize = 64 << 10;
+
 /// QEMU formats parser messages into a 1024-byte buffer; longer ones are cut there.
 const PARSE_MESSAGE_MAX: usize = 1023;
 /// Longest token text quoted in a `stray` error.
@@ -429,7 +432,18 @@ impl Framer {
             return None;
         }
         if complete {
-            let msg = buf.split_to(self.scan);
+            // Split off, a large message would share its allocation with what stays in
+            // `buf` for as long as `buf` lives; instead the few bytes read behind it (one
+            // read at most) move to a buffer of their own, and the message's memory goes
+            // back as soon as it is parsed.
+            let msg = if self.scan > TAKE_WHOLE_ABOVE {
+                let rest = BytesMut::from(&buf[self.scan..]);
+                let mut whole = std::mem::replace(buf, rest);
+                whole.truncate(self.scan);
+                whole
+            } else {
+                buf.split_to(self.scan)
+            };
             self.reset_message();
             return Some(parse_message(&msg).map_err(FrameError::Syntax));
         }

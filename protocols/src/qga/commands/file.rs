@@ -66,12 +66,11 @@ pub(super) async fn read(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Suc
 pub(super) async fn write(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Success, QgaError> {
     let mut a = Args::new(args);
     let handle: i64 = a.req("handle")?;
-    let buf: String = a.req("buf-b64")?;
+    let buf = a.req_str("buf-b64")?;
     let count: Option<i64> = a.opt("count")?;
     a.finish()?;
     ctx.shared.files.check(handle)?;
-    let mut data = b64::decode(&buf)?;
-    drop(buf);
+    let mut data = b64::decode(buf)?;
     if let Some(count) = count {
         if count < 0 || count as u64 > data.len() as u64 {
             return Err(bad_count(count));
