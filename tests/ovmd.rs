@@ -868,6 +868,59 @@ fn root_password_triggers_first_boot_configuration() {
     vm.stop();
 }
 
+#[test]
+fn manual_configure_applies_what_was_received() {
+    if !peer() {
+        return;
+    }
+    let fx = fixtures::debian();
+    let x = Xenstored::start(&[1], &[]);
+    let tmp = support::short_tmpdir();
+    let mut vm = Vm::with(x, tmp, fx.path().to_owned());
+    // Nothing received yet: a clear refusal.
+    let out = vm.ovmd(&["--local", "-s", "configure"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nothing received"),
+        "{}",
+        stderr(&out)
+    );
+    // Not armed: the password arrives and nothing happens by itself.
+    vm.start(&[]);
+    vm.mgr_message(1, "com.oracle.linux.network.hostname", &["db07"]);
+    vm.mgr_message(2, "com.oracle.linux.root-password", &["S3cret-pw"]);
+    vm.mgr_commit(2);
+    vm.wait("message 2", || vm.mgr_read("to-guest/2").is_none());
+    assert_ne!(fx.read("etc/hostname"), "db07\n");
+    // By hand, through the daemon.
+    let out = vm.ovmd(&["-s", "configure"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("configured: applied "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fx.read("etc/hostname"), "db07\n");
+    assert!(fx.read("etc/shadow").starts_with("root:$6$"));
+    vm.wait("the status message", || {
+        vm.mgr_read("from-guest/last-write").as_deref() == Some("1")
+    });
+    let (key, status, _) = vm.mgr_received(1);
+    assert_eq!(key, "guestd.initial-config.status");
+    assert!(status.starts_with("done: applied "), "{status}");
+    // The password is used and forgotten; the status is sent, not listed.
+    assert_eq!(
+        vm.list(),
+        [line("com.oracle.linux.network.hostname", "db07")]
+    );
+    assert!(!vm.log_text().contains("S3cret-pw"));
+    // Arming is left as it was.
+    assert!(!guestd_core::actions::instance::initial_config_enabled(
+        &fx.paths()
+    ));
+    vm.stop();
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -69,6 +69,23 @@ pub async fn run(agent: Option<&Agent>, received: &[(String, String)]) -> Trigge
         pairs = received.len(),
         "root password received: first-boot configuration starts"
     );
+    let outcome = apply(agent, received).await;
+    if matches!(outcome, TriggerOutcome::Failed(_)) {
+        return outcome;
+    }
+    if let Err(e) = agent
+        .actions
+        .dispatch(Action::SetInitialConfig(false))
+        .await
+    {
+        warn!(error = %display_chain(&e), "cannot disarm first-boot configuration");
+    }
+    outcome
+}
+
+/// Configure from `received` now, armed or not (`ovmd -s configure`, and the trigger once it
+/// found configuration armed). Never `NotArmed`.
+pub async fn apply(agent: &Agent, received: &[(String, String)]) -> TriggerOutcome {
     let mapping = template::map_pairs(received.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let request = InstanceRequest {
         config: mapping.config,
@@ -76,7 +93,7 @@ pub async fn run(agent: Option<&Agent>, received: &[(String, String)]) -> Trigge
             received.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         )),
     };
-    let outcome = match agent
+    match agent
         .actions
         .dispatch(Action::ConfigureInstance(Box::new(request)))
         .await
@@ -101,15 +118,7 @@ pub async fn run(agent: Option<&Agent>, received: &[(String, String)]) -> Trigge
         Err(e) => {
             let why = display_chain(&e);
             warn!(error = %why, "first-boot configuration failed");
-            return TriggerOutcome::Failed(why);
+            TriggerOutcome::Failed(why)
         }
-    };
-    if let Err(e) = agent
-        .actions
-        .dispatch(Action::SetInitialConfig(false))
-        .await
-    {
-        warn!(error = %display_chain(&e), "cannot disarm first-boot configuration");
     }
-    outcome
 }

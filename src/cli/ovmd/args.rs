@@ -286,7 +286,8 @@ Actions:
   -e, --event=EVENT           post EVENT to the running daemon (snapshot, migrate,
                               shutdown, reconfig, ip-address, user, new-param, system)
   -s, --script=SCRIPT         run SCRIPT; 'cleanup' forgets every parameter and removes
-                              instance state so the VM can become a template
+                              instance state so the VM can become a template;
+                              'configure' applies the received configuration now
       --enable-initial-config arm first-boot configuration for the next boot
 
 Daemon options:

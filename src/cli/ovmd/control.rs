@@ -10,7 +10,9 @@ use std::time::Duration;
 use guestd_core::Agent;
 use guestd_core::action::{Action, Outcome};
 use guestd_core::events::Event;
+use guestd_core::params::Origin;
 use guestd_core::runtime::display_chain;
+use guestd_protocols::ovmd::first_boot::{self, TriggerOutcome};
 use guestd_protocols::ovmd::{CONFIGURE, Delivery, EventType, Ovmd, SendError, outbound};
 use guestd_transports::xenstore::XenstoreTransport;
 use serde::{Deserialize, Serialize};
@@ -202,12 +204,17 @@ pub async fn execute(ctx: &Ctx, req: Request) -> Response {
 }
 
 async fn set(ctx: &Ctx, key: &str, value: &str) -> Response {
+    send_pair(ctx, key, value, true).await
+}
+
+/// Send `key=value` to the manager, kept in the list when `keep`.
+async fn send_pair(ctx: &Ctx, key: &str, value: &str, keep: bool) -> Response {
     if let Err(e) = outbound::validate(key, value) {
         return Response::fail(format!("invalid parameter: {e}"));
     }
     let queued = "queued: xenstore is not reachable now; the parameter is sent as soon as it is";
     match &ctx.mode {
-        Mode::Daemon { wait } => match ctx.ovmd.send(key, value, true, *wait).await {
+        Mode::Daemon { wait } => match ctx.ovmd.send(key, value, keep, *wait).await {
             Ok(Delivery::Sent { .. }) => Response::ok(),
             Ok(Delivery::Queued) => Response::note(queued),
             Err(SendError::Failed(why)) => Response::fail(why),
@@ -218,7 +225,7 @@ async fn set(ctx: &Ctx, key: &str, value: &str) -> Response {
             let id = match ctx
                 .ovmd
                 .params()
-                .update_async(move |st| st.enqueue(&k, &v, true))
+                .update_async(move |st| st.enqueue(&k, &v, keep))
                 .await
             {
                 Ok(id) => id,
@@ -245,9 +252,66 @@ async fn set(ctx: &Ctx, key: &str, value: &str) -> Response {
 }
 
 async fn script(ctx: &Ctx, name: &str) -> Response {
-    if name != "cleanup" {
-        return Response::fail(format!("unknown script '{name}': guestd knows 'cleanup'"));
+    match name {
+        "cleanup" => cleanup(ctx).await,
+        "configure" => configure(ctx).await,
+        _ => Response::fail(format!(
+            "unknown script '{name}': guestd knows 'cleanup' and 'configure'"
+        )),
     }
+}
+
+/// `-s configure`: first-boot configuration now, from every pair received so far, whether or
+/// not it is armed (which it leaves as it is). The manager is told the outcome as after the
+/// automatic trigger.
+async fn configure(ctx: &Ctx) -> Response {
+    let st = match ctx.ovmd.params().load_async().await {
+        Ok(st) => st,
+        Err(e) => return store_failure(&e),
+    };
+    let received: Vec<(String, String)> = st
+        .pairs
+        .iter()
+        .filter(|p| p.origin == Origin::Received)
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    drop(st);
+    if received.is_empty() {
+        return Response::fail("nothing received from the manager yet: nothing to configure");
+    }
+    info!(
+        pairs = received.len(),
+        "configuration asked for by ovmd -s configure"
+    );
+    let outcome = first_boot::apply(&ctx.agent, &received).await;
+    drop(received);
+    if matches!(outcome, TriggerOutcome::Applied(_)) {
+        // Used: not kept any longer than needed, as after the automatic trigger.
+        if let Err(e) = ctx
+            .ovmd
+            .params()
+            .update_async(|st| {
+                st.remove(first_boot::ROOT_PASSWORD);
+            })
+            .await
+        {
+            return store_failure(&e);
+        }
+    }
+    if let Some(status) = outcome.status_message() {
+        let sent = send_pair(ctx, first_boot::STATUS_KEY, &status, false).await;
+        if sent.exit != 0 {
+            warn!("cannot report the configuration's outcome to the manager");
+        }
+    }
+    match outcome {
+        TriggerOutcome::Applied(summary) => Response::note(format!("configured: {summary}")),
+        TriggerOutcome::Failed(why) => Response::fail(format!("configuration failed: {why}")),
+        TriggerOutcome::NotArmed => Response::ok(),
+    }
+}
+
+async fn cleanup(ctx: &Ctx) -> Response {
     let cleared = ctx
         .ovmd
         .params()
