@@ -105,6 +105,15 @@ impl State {
         }
     }
 
+    /// Every pair received from the manager, in arrival order.
+    pub fn received(&self) -> Vec<(String, String)> {
+        self.pairs
+            .iter()
+            .filter(|p| p.origin == Origin::Received)
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect()
+    }
+
     /// Forget `key`; true when it was there.
     pub fn remove(&mut self, key: &str) -> bool {
         let before = self.pairs.len();

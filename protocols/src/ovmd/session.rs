@@ -375,12 +375,7 @@ impl<'a> Session<'a> {
         if st.marks.get(CONFIGURE).map(String::as_str) != Some("pending") {
             return Ok(());
         }
-        let received: Vec<(String, String)> = st
-            .pairs
-            .iter()
-            .filter(|p| p.origin == Origin::Received)
-            .map(|p| (p.key.clone(), p.value.clone()))
-            .collect();
+        let received = st.received();
         let outcome = first_boot::run(self.agent, &received).await;
         drop(received);
         let applied = matches!(outcome, first_boot::TriggerOutcome::Applied(_));

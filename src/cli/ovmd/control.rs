@@ -10,7 +10,6 @@ use std::time::Duration;
 use guestd_core::Agent;
 use guestd_core::action::{Action, Outcome};
 use guestd_core::events::Event;
-use guestd_core::params::Origin;
 use guestd_core::runtime::display_chain;
 use guestd_protocols::ovmd::first_boot::{self, TriggerOutcome};
 use guestd_protocols::ovmd::{CONFIGURE, Delivery, EventType, Ovmd, SendError, outbound};
@@ -269,12 +268,7 @@ async fn configure(ctx: &Ctx) -> Response {
         Ok(st) => st,
         Err(e) => return store_failure(&e),
     };
-    let received: Vec<(String, String)> = st
-        .pairs
-        .iter()
-        .filter(|p| p.origin == Origin::Received)
-        .map(|p| (p.key.clone(), p.value.clone()))
-        .collect();
+    let received = st.received();
     drop(st);
     if received.is_empty() {
         return Response::fail("nothing received from the manager yet: nothing to configure");

@@ -33,20 +33,6 @@ fn count(cmd: &str, r: Result<Outcome, ActionError>) -> Result<Success, QgaError
     }
 }
 
-/// Gregorian year of a Unix time in seconds.
-fn year_of(secs: i64) -> i64 {
-    let days = secs.div_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    yoe + era * 400 + i64::from(month <= 2)
-}
-
 pub(super) async fn set_time(
     ctx: &Ctx<'_>,
     args: &Map<String, Value>,
@@ -55,7 +41,7 @@ pub(super) async fn set_time(
     let time: Option<i64> = a.opt("time")?;
     a.finish()?;
     if let Some(ns) = time {
-        let year = year_of(ns.div_euclid(1_000_000_000));
+        let year = guestd_core::calendar::year_of(ns.div_euclid(1_000_000_000));
         if !(1970..2070).contains(&year) {
             return Err(QgaError::generic("Invalid time"));
         }
@@ -356,18 +342,4 @@ pub(super) async fn ssh_keys(
 /// `ENOENT`, the same number on every Linux architecture.
 const fn libc_enoent() -> i32 {
     2
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn years() {
-        assert_eq!(year_of(0), 1970);
-        assert_eq!(year_of(-1), 1969);
-        assert_eq!(year_of(1_795_359_107), 2026);
-        assert_eq!(year_of(3_155_760_000), 2070);
-        assert_eq!(year_of(3_155_759_999), 2069);
-    }
 }
