@@ -1,5 +1,9 @@
 //! Faults under a running `guestd run` that serves QGA and Oracle VM messaging at once.
 //!
+//! - `bad_input_oversize_and_disconnects_never_stop_the_agent`: garbage, invalid UTF-8, wrong
+//!   types, deep nesting, an over-size request and hosts leaving mid-message on QGA and oVirt
+//!   (served together); every bad QGA request gets its error, oVirt skips bad lines, both keep
+//!   serving, nothing panics.
 //! - `xenstored_restarts_under_guestd_run`: the real xenstored goes away and comes back with
 //!   an empty tree; QGA answers throughout, Oracle VM messaging reconnects and carries
 //!   messages on the new tree.
@@ -367,4 +371,189 @@ fn state_disk_full() {
     assert!(h2 > h1, "handle numbers went back: {h1} then {h2}");
     q.cmd("guest-file-close", json!({ "handle": h2 }));
     a.assert_alive();
+}
+
+/// Bad input, over-size requests and hosts that leave mid-message, on QGA and oVirt at once:
+/// every bad request gets its error (or is skipped, for oVirt, which has no error replies),
+/// nothing panics or hangs, and both protocols keep serving the next host.
+#[test]
+fn bad_input_oversize_and_disconnects_never_stop_the_agent() {
+    let dir = support::short_tmpdir();
+    let qsock = dir.path().join("qga.sock");
+    let osock = dir.path().join("ovirt.sock");
+    let log = dir.path().join("guestd.log");
+    let mut child = Command::new(support::guestd_bin())
+        .arg("run")
+        .arg(format!("--channel=qga=unix-listen:{}", qsock.display()))
+        .arg(format!("--channel=ovirt=unix-listen:{}", osock.display()))
+        .arg("--qga-max-request=65536")
+        .arg(format!("--statedir={}", dir.path().join("state").display()))
+        .env("GUESTD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let connect = |p: &Path| {
+        let start = Instant::now();
+        loop {
+            match UnixStream::connect(p) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    return s;
+                }
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(30), "connect: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    };
+    let qga = |s: UnixStream| Qga {
+        w: s.try_clone().unwrap(),
+        r: BufReader::new(s),
+    };
+    let line = |q: &mut Qga| {
+        let mut l = Vec::new();
+        q.r.read_until(b'\n', &mut l).unwrap();
+        let start = l.iter().position(|&b| b != 0xFF).unwrap_or(0);
+        serde_json::from_slice::<Value>(&l[start..]).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+    };
+
+    // QGA: each bad request is answered with errors (a stray token each, as qemu-ga), then
+    // a guest-sync-delimited, as a host resynchronises, gets its answer.
+    let resync = |q: &mut Qga, id: u64| -> Vec<Value> {
+        // 0xFF resets a parser left inside an unfinished value, as hosts do.
+        let mut req = vec![0xFF];
+        req.extend_from_slice(
+            format!("{{\"execute\":\"guest-sync-delimited\",\"arguments\":{{\"id\":{id}}}}}\n")
+                .as_bytes(),
+        );
+        q.w.write_all(&req).unwrap();
+        let mut before = Vec::new();
+        loop {
+            let v = line(q);
+            if v == json!({ "return": id }) {
+                return before;
+            }
+            assert!(
+                before.len() < 100,
+                "no answer to guest-sync {id}: {before:?}"
+            );
+            before.push(v);
+        }
+    };
+    let mut q = qga(connect(&qsock));
+    let bad: [&[u8]; 8] = [
+        b"garbage}\n",
+        b"\xff\xfe\xfd\n",
+        b"{\"execute\": 1}\n",
+        b"{\"execute\": \"no-such-command\"}\n",
+        b"{\"execute\": \"guest-file-read\", \"arguments\": {\"handle\": \"x\"}}\n",
+        b"[1, 2, 3]\n",
+        b"{\"execute\": \"guest-ping\", \"arguments\": {\"x\": \"\xc3\x28\"}}\n",
+        b"{\"execute\": \"guest-exec-status\", \"arguments\": {\"pid\": -1}}\n",
+    ];
+    // Nesting deeper than qemu-ga's limit.
+    let mut deep = "[".repeat(2000).into_bytes();
+    deep.extend_from_slice(b"]\n");
+    for (id, req) in bad.iter().copied().chain([&deep[..]]).enumerate() {
+        q.w.write_all(req).unwrap();
+        let errs = resync(&mut q, id as u64);
+        assert!(
+            !errs.is_empty() && errs.iter().all(|r| r.get("error").is_some()),
+            "{:?}: {errs:?}",
+            String::from_utf8_lossy(&req[..req.len().min(80)])
+        );
+        q.ping();
+    }
+    // A request over --qga-max-request.
+    let mut big = b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 1, \"pad\": \"".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 200_000));
+    big.extend_from_slice(b"\"}}\n");
+    q.w.write_all(&big).unwrap();
+    let r = line(&mut q);
+    assert!(
+        r.get("error").is_some(),
+        "an over-size request was answered: {r}"
+    );
+    // Whatever follows the over-size request in the stream is served again.
+    let mut seen_pong = false;
+    for _ in 0..8 {
+        q.w.write_all(b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":77}}\n")
+            .unwrap();
+        if line(&mut q) == json!({"return": 77}) {
+            seen_pong = true;
+            break;
+        }
+    }
+    assert!(
+        seen_pong,
+        "QGA stopped answering after an over-size request"
+    );
+    // Hosts leaving: mid-request, mid-string, with a large reply unread, right after 0xFF.
+    for leave in [
+        &b"{\"execute\":\"guest-pi"[..],
+        b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":\"abc",
+        b"{\"execute\":\"guest-info\"}\n{\"execute\":\"guest-get-osinfo\"}\n",
+        b"\xff",
+    ] {
+        let mut s = connect(&qsock);
+        s.write_all(leave).unwrap();
+        drop(s);
+    }
+    drop(q);
+    let mut q = qga(connect(&qsock));
+    q.ping();
+
+    // oVirt: bad lines are skipped (there are no error replies), a too-long line too; the
+    // session answers the echo that follows each.
+    let echo = |s: &mut UnixStream, r: &mut BufReader<UnixStream>, n: usize| {
+        s.write_all(format!("{{\"__name__\":\"echo\",\"n\":{n}}}\n").as_bytes())
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            let mut l = String::new();
+            assert!(r.read_line(&mut l).unwrap() > 0, "oVirt closed the session");
+            let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+            if v["__name__"] == "echo" && v["n"] == n {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no echo {n}");
+        }
+    };
+    let mut o = connect(&osock);
+    let mut or = BufReader::new(o.try_clone().unwrap());
+    let mut long = vec![b'{'; 70_000];
+    long.push(b'\n');
+    let bad: [&[u8]; 7] = [
+        b"not json\n",
+        b"\xff\xfe\n",
+        b"[1]\n",
+        b"{\"__name__\": 5}\n",
+        b"{\"__name__\": \"no-such-command\"}\n",
+        b"{\"__name__\": \"set-number-of-cpus\", \"count\": \"many\"}\n",
+        &long,
+    ];
+    for (n, l) in bad.iter().enumerate() {
+        o.write_all(l).unwrap();
+        echo(&mut o, &mut or, n);
+    }
+    o.write_all(b"{\"__name__\":\"echo\",\"n\":").unwrap();
+    drop((o, or));
+    let mut o = connect(&osock);
+    let mut or = BufReader::new(o.try_clone().unwrap());
+    echo(&mut o, &mut or, 99);
+
+    q.ping();
+    if let Ok(Some(st)) = child.try_wait() {
+        panic!(
+            "guestd exited ({st}):\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("panicked"), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
