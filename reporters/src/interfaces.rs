@@ -1,6 +1,8 @@
 //! Network interfaces: every one the kernel has, with or without addresses.
 //!
-//! Names, MAC, flags, MTU and counters come from `/sys/class/net`; addresses from if-addrs
+//! Names, MAC, flags and MTU come from `/sys/class/net`; counters from `/proc/net/dev` (one
+//! read for every interface, the figures qemu-ga reports; `statistics/` in sysfs where that
+//! file lacks an interface); addresses from if-addrs
 //! (getifaddrs) on the running system. if-addrs alone cannot serve: it gives no MAC, no
 //! flags or counters, and it lists only interfaces that have an address, so a down or
 //! unconfigured NIC would vanish. For a tree that is not running, IPv6 addresses come from its
@@ -47,6 +49,11 @@ pub fn read(paths: &Paths) -> Result<Vec<Interface>, FactError> {
 /// The interfaces of `sys/class/net` under `paths`, with `addrs` attached by name.
 pub fn read_with(paths: &Paths, addrs: &[AddrEntry]) -> Result<Vec<Interface>, FactError> {
     let dir = paths.sys("class/net");
+    let counters = util::read_opt(&paths.proc("net/dev"))
+        .ok()
+        .flatten()
+        .map(|t| parse_net_dev(&t))
+        .unwrap_or_default();
     let mut found: Vec<(u32, Interface)> = Vec::new();
     match std::fs::read_dir(&dir) {
         Ok(entries) => {
@@ -57,7 +64,12 @@ pub fn read_with(paths: &Paths, addrs: &[AddrEntry]) -> Result<Vec<Interface>, F
                     continue; // bonding_masters and other files that are not interfaces
                 }
                 let index = util::attr_num(&base.join("ifindex")).unwrap_or(u32::MAX);
-                found.push((index, from_sysfs(&base, name)));
+                let mut iface = from_sysfs(&base, name);
+                iface.stats = counters
+                    .get(&iface.name)
+                    .copied()
+                    .or_else(|| sysfs_stats(&base));
+                found.push((index, iface));
             }
         }
         Err(e) if util::is_absent(&e) && !addrs.is_empty() => {}
@@ -108,6 +120,52 @@ pub fn read_with(paths: &Paths, addrs: &[AddrEntry]) -> Result<Vec<Interface>, F
     Ok(out)
 }
 
+/// `/proc/net/dev`: per interface, receive then transmit columns (bytes, packets, errs, drop,
+/// fifo, frame or colls, compressed, multicast or carrier).
+pub fn parse_net_dev(text: &str) -> std::collections::HashMap<String, InterfaceStats> {
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .map_while(|f| f.parse().ok())
+            .collect();
+        if v.len() < 12 {
+            continue; // the two header lines, or a line cut short
+        }
+        out.insert(
+            name.trim().to_owned(),
+            InterfaceStats {
+                rx_bytes: v[0],
+                rx_packets: v[1],
+                rx_errors: v[2],
+                rx_dropped: v[3],
+                tx_bytes: v[8],
+                tx_packets: v[9],
+                tx_errors: v[10],
+                tx_dropped: v[11],
+            },
+        );
+    }
+    out
+}
+
+fn sysfs_stats(base: &std::path::Path) -> Option<InterfaceStats> {
+    let stat = |n: &str| util::attr_num::<u64>(&base.join("statistics").join(n));
+    stat("rx_bytes").map(|rx_bytes| InterfaceStats {
+        rx_bytes,
+        rx_packets: stat("rx_packets").unwrap_or(0),
+        rx_errors: stat("rx_errors").unwrap_or(0),
+        rx_dropped: stat("rx_dropped").unwrap_or(0),
+        tx_bytes: stat("tx_bytes").unwrap_or(0),
+        tx_packets: stat("tx_packets").unwrap_or(0),
+        tx_errors: stat("tx_errors").unwrap_or(0),
+        tx_dropped: stat("tx_dropped").unwrap_or(0),
+    })
+}
+
 fn from_sysfs(base: &std::path::Path, name: String) -> Interface {
     let flags = util::attr(&base.join("flags"))
         .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
@@ -118,17 +176,6 @@ fn from_sysfs(base: &std::path::Path, name: String) -> Interface {
     } else {
         None
     };
-    let stat = |n: &str| util::attr_num::<u64>(&base.join("statistics").join(n));
-    let stats = stat("rx_bytes").map(|rx_bytes| InterfaceStats {
-        rx_bytes,
-        rx_packets: stat("rx_packets").unwrap_or(0),
-        rx_errors: stat("rx_errors").unwrap_or(0),
-        rx_dropped: stat("rx_dropped").unwrap_or(0),
-        tx_bytes: stat("tx_bytes").unwrap_or(0),
-        tx_packets: stat("tx_packets").unwrap_or(0),
-        tx_errors: stat("tx_errors").unwrap_or(0),
-        tx_dropped: stat("tx_dropped").unwrap_or(0),
-    });
     Interface {
         name,
         mac,
@@ -137,7 +184,7 @@ fn from_sysfs(base: &std::path::Path, name: String) -> Interface {
         up: flags & IFF_UP != 0,
         loopback: flags & IFF_LOOPBACK != 0,
         mtu: util::attr_num(&base.join("mtu")),
-        stats,
+        stats: None,
     }
 }
 
@@ -193,6 +240,29 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/debian12"
         ))
+    }
+
+    #[test]
+    fn proc_net_dev_counters() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+lo:  1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0\n  \
+ens3:123456789 98765 1 7 0 0 0 12 55555 4321 2 3 0 0 0 0\n\
+veth-a-very-long:5 6 7 8 0 0 0 0 9 10 11 12 0 0 0 0\n\
+cut: 1 2 3\n";
+        let m = parse_net_dev(text);
+        assert_eq!(m.len(), 3, "{m:?}");
+        let e = m["ens3"];
+        assert_eq!(
+            (e.rx_bytes, e.rx_packets, e.rx_errors, e.rx_dropped),
+            (123456789, 98765, 1, 7)
+        );
+        assert_eq!(
+            (e.tx_bytes, e.tx_packets, e.tx_errors, e.tx_dropped),
+            (55555, 4321, 2, 3)
+        );
+        assert_eq!(m["veth-a-very-long"].tx_dropped, 12);
+        assert_eq!(m["lo"].rx_packets, 10);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! that may block off the async runtime with a deadline.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use guestd_core::contract::FactError;
@@ -63,26 +64,23 @@ pub(crate) fn parse_err(path: &Path, reason: impl Into<String>) -> FactError {
     }
 }
 
-/// Runs `f` on a thread of its own and waits at most `limit` for it, without blocking the
-/// async runtime. A plain thread rather than `spawn_blocking`: a call stuck in the kernel
-/// (statvfs on a dead NFS server) must not keep a runtime from shutting down, which waits
-/// for its blocking pool. The stuck thread is left behind and ends whenever the kernel
-/// lets it.
+/// Runs `f` on a fact thread and waits at most `limit` for it, without blocking the async
+/// runtime. Fact threads rather than `spawn_blocking`: a call stuck in the kernel (statvfs on
+/// a dead NFS server) must not keep a runtime from shutting down, which waits for its blocking
+/// pool. The stuck thread is left behind and ends whenever the kernel lets it.
 pub(crate) async fn off_runtime<T, F>(what: &str, limit: Duration, f: F) -> Result<T, FactError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("guestd-fact".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .map_err(|source| FactError::Io {
-            path: format!("a thread for {what}"),
-            source,
-        })?;
+    spawn_job(Box::new(move || {
+        let _ = tx.send(f());
+    }))
+    .map_err(|source| FactError::Io {
+        path: format!("a thread for {what}"),
+        source,
+    })?;
     match tokio::time::timeout(limit, rx).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(_)) => Err(FactError::Unavailable(format!(
@@ -93,6 +91,71 @@ where
             seconds: limit.as_secs().max(1),
         }),
     }
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Fact threads waiting for a job, each with an id so it can take itself off the list.
+static IDLE: Mutex<Vec<(u64, mpsc::Sender<Job>)>> = Mutex::new(Vec::new());
+static NEXT_WORKER: AtomicU64 = AtomicU64::new(0);
+/// Idle threads kept at most; more than one fact is read at once only for full reports.
+const MAX_IDLE: usize = 4;
+/// An idle thread leaves after this long, so a quiet agent holds no extra threads.
+const IDLE_FOR: Duration = Duration::from_secs(30);
+
+fn idle_list() -> std::sync::MutexGuard<'static, Vec<(u64, mpsc::Sender<Job>)>> {
+    IDLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `job` on an idle fact thread, or on a new one. Starting a thread for every fact cost
+/// more than reading most facts; a thread that is stuck never comes back to the idle list,
+/// so it cannot delay later jobs.
+fn spawn_job(mut job: Job) -> std::io::Result<()> {
+    loop {
+        let Some((_, tx)) = idle_list().pop() else {
+            break;
+        };
+        match tx.send(job) {
+            Ok(()) => return Ok(()),
+            // Cannot happen while the worker holds its receiver; take the job back anyway.
+            Err(mpsc::SendError(j)) => job = j,
+        }
+    }
+    let id = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("guestd-fact".into())
+        .spawn(move || {
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                job();
+                {
+                    let mut idle = idle_list();
+                    if idle.len() >= MAX_IDLE {
+                        return;
+                    }
+                    idle.push((id, tx.clone()));
+                }
+                next = match rx.recv_timeout(IDLE_FOR) {
+                    Ok(j) => Some(j),
+                    Err(_) => {
+                        let mut idle = idle_list();
+                        match idle.iter().position(|(i, _)| *i == id) {
+                            Some(p) => {
+                                idle.remove(p);
+                                None
+                            }
+                            // Taken off the list by a caller: its job is on the way.
+                            None => {
+                                drop(idle);
+                                rx.recv().ok()
+                            }
+                        }
+                    }
+                };
+            }
+        })?;
+    Ok(())
 }
 
 /// The synchronous form of [`off_runtime`] for code already on a worker thread: run each
@@ -108,11 +171,9 @@ where
     for (i, job) in jobs.into_iter().enumerate() {
         out.push(None);
         let tx = tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("guestd-fact".into())
-            .spawn(move || {
-                let _ = tx.send((i, job()));
-            });
+        let spawned = spawn_job(Box::new(move || {
+            let _ = tx.send((i, job()));
+        }));
         if spawned.is_ok() {
             started += 1;
         }
@@ -162,6 +223,39 @@ mod tests {
         assert_eq!(parse_cpu_list(""), Some(vec![]));
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn fact_threads_are_reused_and_a_stuck_one_delays_nothing() {
+        let run = |f: Box<dyn FnOnce() -> std::thread::ThreadId + Send>| {
+            let (tx, rx) = mpsc::channel();
+            spawn_job(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .unwrap();
+            rx.recv_timeout(Duration::from_secs(5)).unwrap()
+        };
+        // Other tests run jobs at the same time, so look for reuse over a few rounds.
+        let ids: Vec<_> = (0..20)
+            .map(|_| run(Box::new(|| std::thread::current().id())))
+            .collect();
+        let mut distinct = ids.clone();
+        distinct.sort_by_key(|i| format!("{i:?}"));
+        distinct.dedup();
+        assert!(distinct.len() < ids.len(), "no thread was reused: {ids:?}");
+        assert!(ids.iter().all(|i| *i != std::thread::current().id()));
+
+        let (stuck_tx, stuck_rx) = mpsc::channel::<()>();
+        spawn_job(Box::new(move || {
+            let _ = stuck_rx.recv_timeout(Duration::from_secs(10));
+        }))
+        .unwrap();
+        let start = std::time::Instant::now();
+        for _ in 0..10 {
+            run(Box::new(|| std::thread::current().id()));
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+        drop(stuck_tx);
     }
 
     #[test]
