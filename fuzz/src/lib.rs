@@ -95,9 +95,12 @@ pub fn qga_stream(data: &[u8]) {
         state ^= state << 5;
         (state % 7 + 1) as usize
     });
-    let bytewise = frame(data, max, || 1);
     assert_eq!(whole, chunked, "results depend on chunking");
-    assert_eq!(whole, bytewise, "results depend on chunking (byte by byte)");
+    // Byte by byte costs a parse call per byte: only for short inputs, to keep the rate up.
+    if data.len() <= 512 {
+        let bytewise = frame(data, max, || 1);
+        assert_eq!(whole, bytewise, "results depend on chunking (byte by byte)");
+    }
     for v in whole.iter().flatten() {
         let line = to_vec(v);
         assert!(
