@@ -64,8 +64,11 @@ pub struct Inputs {
 
 /// Run until SIGTERM or SIGINT.
 pub fn run(loaded: Loaded, inputs: Inputs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread serves every channel: the work per message is small, and everything that
+    // can block (facts, files, freeze, helpers) runs on threads of its own. A second worker
+    // only doubled the wake-ups of every timer (work stealing wakes a sibling) and the idle
+    // memory, and bought nothing.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("Cannot start the async runtime")?;
