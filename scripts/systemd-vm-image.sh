@@ -9,7 +9,8 @@
 # Needs root (mmdebstrap in root mode, mkfs.ext4) and deb.debian.org (or $DEBIAN_MIRROR).
 #
 # What is inside besides Debian's minbase: systemd, systemd-sysv, dbus, libpam-systemd (so a
-# PAM login opens a logind session), procps; users alice, bob and carol; no getty on tty1 at
+# PAM login opens a logind session), udev (the .deb's rule that starts guestd when a port
+# appears, tests/daemon.rs), procps; users alice, bob and carol; no getty on tty1 at
 # boot and none on the serial console (the test starts the sessions it wants):
 #   getty@tty1 / getty@tty2   autologin alice / bob on VT 1 / 2 (class user, type tty, seat0)
 #   guestd-test-x11@USER      a PAM "login" session of USER on VT 3 declared as type x11
@@ -48,7 +49,7 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 start=$(date +%s)
 log "building the Debian 12 systemd root filesystem (once; about 100 MB of packages)"
 mmdebstrap --quiet --mode=root --variant=minbase --format=directory \
-    --include=systemd,systemd-sysv,dbus,libpam-systemd,procps \
+    --include=systemd,systemd-sysv,dbus,libpam-systemd,udev,procps \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \

@@ -224,7 +224,7 @@ fn lock_log_off_session_events_users_and_power_with_real_logind() {
         "grep -q 'following systemd-logind session signals' /run/ev.err",
         Duration::from_secs(60),
     );
-    // guestd as the oVirt agent on ovirt-guest-agent.0 (found through sysfs: no udev here).
+    // guestd as the oVirt agent on ovirt-guest-agent.0 (found by name).
     sh.ok(
         "NO_COLOR=1 guestd run --channel ovirt=virtio:ovirt-guest-agent.0 >/run/ovirt.log 2>&1 &",
     );

@@ -222,8 +222,8 @@ fn wait_guest(sh: &mut support::guest_shell::GuestShell, cmd: &str, want: &str, 
 /// configuration and nothing run by hand, the unit enabled by the package starts at boot, is
 /// `active` only after guestd's `READY=1`, serves oVirt from the packaged binary, picks up a
 /// QGA port hot-plugged over QMP under the unit's sandboxing, survives `systemctl reload`, and
-/// on `systemctl stop` thaws the filesystems it froze and exits cleanly. (The image has no udev,
-/// so the udev rule is not exercised.)
+/// on `systemctl stop` thaws the filesystems it froze and exits cleanly. Then, with the agent
+/// stopped, a QGA port plugged in starts it again through the package's udev rule.
 #[test]
 fn deb_installed_image_boots_with_the_agent_serving() {
     use serde_json::json;
@@ -360,4 +360,28 @@ fn deb_installed_image_boots_with_the_agent_serving() {
     );
     let journal = sh.ok("journalctl -b -u guestd --no-pager -o cat");
     assert!(!journal.is_empty(), "nothing in the journal");
+
+    // The package's udev rule: with the agent stopped, a QGA port that appears starts it.
+    vm.qmp
+        .remove_port("hpqga")
+        .unwrap_or_else(|e| panic!("unplug: {e}"));
+    let sh = &mut vm.shell;
+    wait_guest(
+        sh,
+        "grep -lx org.qemu.guest_agent.0 /sys/class/virtio-ports/*/name | wc -l",
+        "0",
+        VM_T,
+    );
+    assert_eq!(
+        sh.ok("systemctl is-active guestd || true").trim(),
+        "inactive"
+    );
+    let qga_sock = mounted.dir.path().join("qga-udev.sock");
+    vm.qmp
+        .add_port("udevqga", QGA, &qga_sock)
+        .unwrap_or_else(|e| panic!("hot-plug: {e}"));
+    let sh = &mut vm.shell;
+    wait_guest(sh, "systemctl is-active guestd", "active", VM_T);
+    let mut qga = QgaClient::connect(&qga_sock, VM_T).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(qga.ok("guest-ping", None), json!({}));
 }
