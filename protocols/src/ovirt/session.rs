@@ -228,6 +228,11 @@ impl OvirtSession {
         true
     }
 
+    /// The fact, or `None` with the failure logged (a warning the first time per fact).
+    fn got<T>(&mut self, fact: &'static str, r: Result<T, FactError>) -> Option<T> {
+        r.map_err(|e| self.fact_failed(fact, &e)).ok()
+    }
+
     fn fact_failed(&mut self, fact: &'static str, e: &FactError) {
         if self.warned_facts.insert(fact) {
             warn!(fact, error = %display_chain(e), "cannot collect; the report is left out");
@@ -272,77 +277,49 @@ impl OvirtSession {
             Ok(_) => {}
             Err(e) => self.fact_failed("fqdn", &e),
         }
-        match self.agent.facts.hostname().await {
-            Ok(n) => Some(message::host_name(&n)),
-            Err(e) => {
-                self.fact_failed("hostname", &e);
-                None
-            }
-        }
+        let r = self.agent.facts.hostname().await;
+        self.got("hostname", r).map(|n| message::host_name(&n))
     }
 
     async fn fqdn_msg(&mut self) -> Option<Message> {
         match self.agent.facts.fqdn().await {
             Ok(n) if !n.is_empty() => Some(message::fqdn(&n)),
-            _ => match self.agent.facts.hostname().await {
-                Ok(n) => Some(message::fqdn(&n)),
-                Err(e) => {
-                    self.fact_failed("hostname", &e);
-                    None
-                }
-            },
+            _ => {
+                let r = self.agent.facts.hostname().await;
+                self.got("hostname", r).map(|n| message::fqdn(&n))
+            }
         }
     }
 
     async fn os_version_msg(&mut self) -> Option<Message> {
-        match self.agent.facts.os().await {
-            Ok(os) => os.kernel_release.as_deref().map(message::os_version),
-            Err(e) => {
-                self.fact_failed("os", &e);
-                None
-            }
-        }
+        let r = self.agent.facts.os().await;
+        self.got("os", r)?
+            .kernel_release
+            .as_deref()
+            .map(message::os_version)
     }
 
     async fn os_info_msg(&mut self) -> Option<Message> {
-        match self.agent.facts.os().await {
-            Ok(os) => Some(message::os_info(&os)),
-            Err(e) => {
-                self.fact_failed("os", &e);
-                None
-            }
-        }
+        let r = self.agent.facts.os().await;
+        self.got("os", r).map(|os| message::os_info(&os))
     }
 
     async fn timezone_msg(&mut self) -> Option<Message> {
-        match self.agent.facts.timezone().await {
-            Ok(tz) => Some(message::timezone(&tz)),
-            Err(e) => {
-                self.fact_failed("timezone", &e);
-                None
-            }
-        }
+        let r = self.agent.facts.timezone().await;
+        self.got("timezone", r).map(|tz| message::timezone(&tz))
     }
 
     async fn interfaces_msg(&mut self) -> Option<Message> {
-        match self.agent.facts.interfaces().await {
-            Ok(i) => Some(message::network_interfaces(&i, &self.cfg.ignored_nics)),
-            Err(e) => {
-                self.fact_failed("interfaces", &e);
-                None
-            }
-        }
+        let r = self.agent.facts.interfaces().await;
+        let i = self.got("interfaces", r)?;
+        Some(message::network_interfaces(&i, &self.cfg.ignored_nics))
     }
 
     async fn applications_msg(&mut self) -> Option<Message> {
-        match self.agent.facts.applications().await {
-            Ok(a) => Some(message::applications(&a, &self.cfg.applications)),
-            Err(e) => {
-                // The old agent sent [] on any error; a missing database is no error to VDSM.
-                self.fact_failed("applications", &e);
-                Some(message::applications(&[], &self.cfg.applications))
-            }
-        }
+        let r = self.agent.facts.applications().await;
+        // The old agent sent [] on any error; a missing database is no error to VDSM.
+        let a = self.got("applications", r).unwrap_or_default();
+        Some(message::applications(&a, &self.cfg.applications))
     }
 
     async fn containers_msg(&mut self) -> Option<Message> {
@@ -361,13 +338,8 @@ impl OvirtSession {
     }
 
     async fn disks_msg(&mut self) -> Option<Message> {
-        let fss = match self.agent.facts.filesystems().await {
-            Ok(f) => f,
-            Err(e) => {
-                self.fact_failed("filesystems", &e);
-                return None;
-            }
-        };
+        let r = self.agent.facts.filesystems().await;
+        let fss = self.got("filesystems", r)?;
         // The mapping also names disks without a mounted filesystem; optional.
         let block = self.agent.facts.block_devices().await.unwrap_or_default();
         Some(message::disks_usage(
@@ -382,23 +354,14 @@ impl OvirtSession {
         if !self.neg.allows("number-of-cpus") {
             return None;
         }
-        match self.agent.facts.cpus().await {
-            Ok(c) => Some(message::number_of_cpus(Some(&c))),
-            Err(e) => {
-                self.fact_failed("cpus", &e);
-                Some(message::number_of_cpus(None))
-            }
-        }
+        let r = self.agent.facts.cpus().await;
+        let c = self.got("cpus", r);
+        Some(message::number_of_cpus(c.as_ref()))
     }
 
     async fn sessions(&mut self) -> Option<Vec<UserSession>> {
-        match self.agent.facts.users().await {
-            Ok(u) => Some(u),
-            Err(e) => {
-                self.fact_failed("users", &e);
-                None
-            }
-        }
+        let r = self.agent.facts.users().await;
+        self.got("users", r)
     }
 
     /// Send `active-user` when forced or when the user differs from the last one sent.
