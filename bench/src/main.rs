@@ -69,6 +69,10 @@ struct Args {
     /// Skip the run with every protocol live.
     #[arg(long)]
     no_live: bool,
+    /// Only the idle rows (RSS, threads, wake-ups): no start-up timing, requests, file
+    /// writes or sizes. About 20 s; for work on idle behaviour.
+    #[arg(long)]
+    idle_only: bool,
     /// Also write the table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -128,8 +132,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let tmp = TmpDir::new()?;
     let mut rows = Vec::new();
 
-    say("start-up to first answer");
-    rows.push(startup(args, &bins, &tmp.0)?);
+    if !args.idle_only {
+        say("start-up to first answer");
+        rows.push(startup(args, &bins, &tmp.0)?);
+    }
 
     say("starting both agents");
     let mut g = Agent::spawn(Kind::Guestd, &bins, &tmp.0.join("g"), &Extra::default())?;
@@ -184,91 +190,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         });
     }
 
-    let mut gc = Client::connect(&g.sock)?;
-    let mut qc = Client::connect(&q.sock)?;
-
-    say(&format!("{} sequential guest-ping", args.requests));
-    let (gl, ql) = sequential(&mut gc, &mut qc, &request("guest-ping"), args.requests)?;
-    rows.push(Row {
-        name: "guest-ping latency p50".into(),
-        guestd: Value::Time(pct(&gl, 50.0)),
-        qemu_ga: Some(Value::Time(pct(&ql, 50.0))),
-        target: Target::RatioAtMost(0.7),
-    });
-    rows.push(Row {
-        name: "guest-ping latency p99".into(),
-        guestd: Value::Time(pct(&gl, 99.0)),
-        qemu_ga: Some(Value::Time(pct(&ql, 99.0))),
-        target: Target::RatioAtMost(1.0),
-    });
-    std::thread::sleep(Duration::from_secs(1));
-    rows.push(Row {
-        name: format!("RSS after {} requests", args.requests),
-        guestd: Value::Bytes(procfs::rss(g.pid())),
-        qemu_ga: Some(Value::Bytes(procfs::rss(q.pid()))),
-        target: Target::RatioAtMost(0.5),
-    });
-
-    say(&format!(
-        "pipelined guest-ping, {} per round",
-        args.requests
-    ));
-    let (gt, qt) = pipelined(&mut gc, &mut qc, args.requests)?;
-    rows.push(Row {
-        name: format!("guest-ping pipelined ({} in flight)", args.requests),
-        guestd: Value::Rate(gt),
-        qemu_ga: Some(Value::Rate(qt)),
-        target: Target::RatioAtLeast(2.0),
-    });
-
-    for cmd in [
-        "guest-info",
-        "guest-get-osinfo",
-        "guest-network-get-interfaces",
-    ] {
-        say(cmd);
-        let (gl, ql) = sequential(&mut gc, &mut qc, &request(cmd), args.info_requests)?;
-        rows.push(Row {
-            name: format!("{cmd} latency p50"),
-            guestd: Value::Time(pct(&gl, 50.0)),
-            qemu_ga: Some(Value::Time(pct(&ql, 50.0))),
-            target: Target::None,
-        });
+    if !args.idle_only {
+        rows.extend(under_load(args, &g, &q)?);
     }
-
-    let payload = args.file_mib * MIB;
-    let chunk = MIB;
-    for (label, per_request) in [
-        (
-            format!("{} MiB file write in 1 MiB requests", args.file_mib),
-            chunk,
-        ),
-        (
-            format!("{} MiB file write in one request", args.file_mib),
-            payload,
-        ),
-    ] {
-        say(&label);
-        let gw = file_write(&mut gc, &g, payload, per_request)?;
-        let qw = file_write(&mut qc, &q, payload, per_request)?;
-        rows.push(Row {
-            name: format!("{label}: peak RSS"),
-            guestd: Value::Bytes(gw.peak),
-            qemu_ga: Some(Value::Bytes(qw.peak)),
-            target: Target::AtMost(
-                Value::Bytes(payload * 3 / 2),
-                format!("< 1.5 × payload ({} MiB)", payload * 3 / 2 / MIB),
-            ),
-        });
-        rows.push(Row {
-            name: format!("{label}: RSS after − before"),
-            guestd: Value::Bytes(gw.after.saturating_sub(gw.before)),
-            qemu_ga: Some(Value::Bytes(qw.after.saturating_sub(qw.before))),
-            target: Target::AtMost(Value::Bytes(MIB), "≤ 1 MiB".into()),
-        });
-    }
-    drop(gc);
-    drop(qc);
 
     say(&format!("{} s idle", args.idle_secs));
     std::thread::sleep(Duration::from_secs(2));
@@ -309,7 +233,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         });
     }
 
-    rows.extend(sizes(args, &tmp.0)?);
+    if !args.idle_only {
+        rows.extend(sizes(args, &tmp.0)?);
+    }
 
     let info = format!(
         "guestd {} vs qemu-ga {}; {} CPUs, load {}; {}",
@@ -666,5 +592,96 @@ fn sizes(args: &Args, tmp: &Path) -> anyhow::Result<Vec<Row>> {
             target: Target::None,
         });
     }
+    Ok(rows)
+}
+
+/// Requests and file writes to both agents: latency, throughput, memory under load.
+fn under_load(args: &Args, g: &Agent, q: &Agent) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut gc = Client::connect(&g.sock)?;
+    let mut qc = Client::connect(&q.sock)?;
+
+    say(&format!("{} sequential guest-ping", args.requests));
+    let (gl, ql) = sequential(&mut gc, &mut qc, &request("guest-ping"), args.requests)?;
+    rows.push(Row {
+        name: "guest-ping latency p50".into(),
+        guestd: Value::Time(pct(&gl, 50.0)),
+        qemu_ga: Some(Value::Time(pct(&ql, 50.0))),
+        target: Target::RatioAtMost(0.7),
+    });
+    rows.push(Row {
+        name: "guest-ping latency p99".into(),
+        guestd: Value::Time(pct(&gl, 99.0)),
+        qemu_ga: Some(Value::Time(pct(&ql, 99.0))),
+        target: Target::RatioAtMost(1.0),
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    rows.push(Row {
+        name: format!("RSS after {} requests", args.requests),
+        guestd: Value::Bytes(procfs::rss(g.pid())),
+        qemu_ga: Some(Value::Bytes(procfs::rss(q.pid()))),
+        target: Target::RatioAtMost(0.5),
+    });
+
+    say(&format!(
+        "pipelined guest-ping, {} per round",
+        args.requests
+    ));
+    let (gt, qt) = pipelined(&mut gc, &mut qc, args.requests)?;
+    rows.push(Row {
+        name: format!("guest-ping pipelined ({} in flight)", args.requests),
+        guestd: Value::Rate(gt),
+        qemu_ga: Some(Value::Rate(qt)),
+        target: Target::RatioAtLeast(2.0),
+    });
+
+    for cmd in [
+        "guest-info",
+        "guest-get-osinfo",
+        "guest-network-get-interfaces",
+    ] {
+        say(cmd);
+        let (gl, ql) = sequential(&mut gc, &mut qc, &request(cmd), args.info_requests)?;
+        rows.push(Row {
+            name: format!("{cmd} latency p50"),
+            guestd: Value::Time(pct(&gl, 50.0)),
+            qemu_ga: Some(Value::Time(pct(&ql, 50.0))),
+            target: Target::None,
+        });
+    }
+
+    let payload = args.file_mib * MIB;
+    let chunk = MIB;
+    for (label, per_request) in [
+        (
+            format!("{} MiB file write in 1 MiB requests", args.file_mib),
+            chunk,
+        ),
+        (
+            format!("{} MiB file write in one request", args.file_mib),
+            payload,
+        ),
+    ] {
+        say(&label);
+        let gw = file_write(&mut gc, g, payload, per_request)?;
+        let qw = file_write(&mut qc, q, payload, per_request)?;
+        rows.push(Row {
+            name: format!("{label}: peak RSS"),
+            guestd: Value::Bytes(gw.peak),
+            qemu_ga: Some(Value::Bytes(qw.peak)),
+            target: Target::AtMost(
+                Value::Bytes(payload * 3 / 2),
+                format!("< 1.5 × payload ({} MiB)", payload * 3 / 2 / MIB),
+            ),
+        });
+        rows.push(Row {
+            name: format!("{label}: RSS after − before"),
+            guestd: Value::Bytes(gw.after.saturating_sub(gw.before)),
+            qemu_ga: Some(Value::Bytes(qw.after.saturating_sub(qw.before))),
+            target: Target::AtMost(Value::Bytes(MIB), "≤ 1 MiB".into()),
+        });
+    }
+    drop(gc);
+    drop(qc);
     Ok(rows)
 }

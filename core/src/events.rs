@@ -2,6 +2,8 @@
 //! changes (oVirt session events, address changes). Logs are separate (`tracing`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::broadcast;
 
@@ -88,6 +90,8 @@ pub enum Event {
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<Event>,
+    /// Session events are being published as they happen (see [`EventBus::session_events_live`]).
+    session_events: Arc<AtomicBool>,
 }
 
 impl Default for EventBus {
@@ -100,7 +104,22 @@ impl EventBus {
     /// A bus keeping up to `capacity` unread events per subscriber.
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Self { tx }
+        Self {
+            tx,
+            session_events: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True while a watcher follows the session manager and publishes every logon, logoff and
+    /// active-user change as it happens: a protocol that would poll for the active user
+    /// needs no poll then (an idle agent should not wake for nothing).
+    pub fn session_events_live(&self) -> bool {
+        self.session_events.load(Ordering::Relaxed)
+    }
+
+    /// Set by the session watcher when it starts and stops following.
+    pub fn set_session_events_live(&self, live: bool) {
+        self.session_events.store(live, Ordering::Relaxed);
     }
 
     /// Publish; fine when nobody listens.
@@ -129,5 +148,16 @@ mod tests {
             rx.recv().await.unwrap(),
             Event::FreezeChanged { frozen: true }
         );
+    }
+
+    #[test]
+    fn session_events_flag_is_shared_by_clones() {
+        let bus = EventBus::default();
+        let seen_by_a_session = bus.clone();
+        assert!(!seen_by_a_session.session_events_live());
+        bus.set_session_events_live(true);
+        assert!(seen_by_a_session.session_events_live());
+        bus.set_session_events_live(false);
+        assert!(!seen_by_a_session.session_events_live());
     }
 }

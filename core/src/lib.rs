@@ -8,6 +8,7 @@
 pub mod action;
 pub mod actions;
 pub mod agent;
+pub mod alarm;
 pub mod calendar;
 pub mod contract;
 pub mod events;

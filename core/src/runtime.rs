@@ -8,10 +8,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{sleep, timeout};
 use tracing::{debug, info, warn};
 
 use crate::agent::Agent;
+use crate::alarm::Alarm;
 use crate::contract::{
     ByteStream, ByteTransport, KeyValueTransport, KvProtocol, StreamProtocol, StreamSession,
     TransportError,
@@ -162,8 +163,11 @@ async fn run_session(
         session.on_disconnect().await;
         return Ended::HostLeft;
     }
+    // The session's timers (heartbeats, reports) are seconds apart: an alarm wakes the idle
+    // process once per deadline, where tokio's timer wheel would wake it two or three times.
+    let mut alarm = Alarm::new();
     let ended = loop {
-        let deadline = session.next_deadline().map(Instant::from_std);
+        alarm.set(session.next_deadline());
         let limit = session.max_input().max(1);
         // Never grow the buffer past the session's limit plus one chunk.
         let room = limit.saturating_sub(rx.len()).clamp(1, opts.read_chunk);
@@ -202,7 +206,7 @@ async fn run_session(
                     events = agent.events.subscribe();
                 }
             },
-            _ = wait_deadline(deadline) => session.on_timer(&mut out).await,
+            _ = alarm.wait() => session.on_timer(&mut out).await,
         }
         if flush(&mut stream, &mut out, opts).await.is_err() {
             break Ended::HostLeft;
@@ -220,13 +224,6 @@ async fn read_some(
 ) -> std::io::Result<usize> {
     let mut limited = (&mut **stream).take(room as u64);
     limited.read_buf(rx).await
-}
-
-async fn wait_deadline(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn flush(

@@ -67,6 +67,14 @@ impl SystemFacts {
         util::off_runtime(what, limit, move || f(&paths)).await?
     }
 
+    /// Reads a fact on the calling (runtime) thread. Only for files the kernel answers from
+    /// memory and never leaves stuck (procfs, utmp on the `/run` tmpfs): these are what an
+    /// idle agent reads on every heartbeat and user poll, and a fact thread's round trip
+    /// would wake the process twice more each time for a read of microseconds.
+    fn inline<T>(&self, f: impl FnOnce(&Paths) -> Result<T, FactError>) -> Result<T, FactError> {
+        f(&self.paths)
+    }
+
     /// Users from logind when it answers on the running system, else utmp.
     async fn users_impl(&self) -> Result<Vec<UserSession>, FactError> {
         #[cfg(feature = "dbus")]
@@ -87,7 +95,7 @@ impl SystemFacts {
                 Err(e) => tracing::debug!(error = %e, "no system bus: falling back to utmp"),
             }
         }
-        self.run("users", FACT_DEADLINE, users::from_utmp).await
+        self.inline(users::from_utmp)
     }
 }
 
@@ -127,7 +135,7 @@ impl Facts for SystemFacts {
             .await
     }
     async fn memory(&self) -> Result<Memory, FactError> {
-        self.run("memory", FACT_DEADLINE, memory::read).await
+        self.inline(memory::read)
     }
     async fn users(&self) -> Result<Vec<UserSession>, FactError> {
         self.users_impl().await

@@ -248,13 +248,19 @@ impl Supervisor {
             "guestd running"
         );
 
+        // The fallback rescan is the daemon's only timer while idle: an alarm wakes the process
+        // once per rescan, where tokio's timer wheel would wake it three or four times, and
+        // none at all when a protocol's timer (the oVirt heartbeat) wakes it in the last
+        // quarter of the interval: the rescan then runs in that wake-up, a little early.
+        let mut rescan = guestd_core::alarm::Alarm::new();
         loop {
             // Without uevents the timer is the only way to notice hot-plug: scan more often.
             let every = match uevents {
                 Some(_) => self.settings.discovery.rescan,
                 None => self.settings.discovery.rescan.min(NO_UEVENT_RESCAN),
             };
-            let rescan = tokio::time::sleep(every);
+            // Counted anew after whatever woke the loop, as a fresh sleep was before.
+            rescan.set_early(Some(Instant::now() + every), every / 4);
             let retry = self.next_retry();
             tokio::select! {
                 _ = term.recv() => break,
@@ -271,7 +277,7 @@ impl Supervisor {
                     }
                 }
                 Some(key) = self.ended_rx.recv() => self.on_ended(key),
-                _ = rescan => self.reconcile().await,
+                _ = rescan.wait() => self.reconcile().await,
                 _ = sleep_until(retry) => self.reconcile().await,
             }
         }

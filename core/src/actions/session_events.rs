@@ -104,6 +104,9 @@ async fn follow(
     for ev in tracker.snapshot(sessions, !first) {
         events.publish(ev);
     }
+    // From here every change is published; polling for the active user can stop until this
+    // function returns (the guard clears the flag however it does).
+    let _live = Live::new(events);
     tracing::info!(
         sessions = tracker.sessions.len(),
         active_user = ?tracker.active_user,
@@ -187,6 +190,25 @@ async fn follow(
         }
     }
     Ok(())
+}
+
+/// Marks session events live on the bus for as long as it is held.
+#[cfg(feature = "dbus")]
+struct Live<'a>(&'a EventBus);
+
+#[cfg(feature = "dbus")]
+impl<'a> Live<'a> {
+    fn new(events: &'a EventBus) -> Self {
+        events.set_session_events_live(true);
+        Self(events)
+    }
+}
+
+#[cfg(feature = "dbus")]
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.set_session_events_live(false);
+    }
 }
 
 /// What the watcher knows of logind's sessions; turns changes into events. Pure: no D-Bus.

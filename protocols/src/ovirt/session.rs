@@ -62,21 +62,44 @@ impl Timers {
         }
     }
 
+    /// The report timers count their intervals anew, from the heartbeat tick at or before
+    /// `now` rather than from `now`, so they stay due at heartbeat instants.
     fn restart_reports(&mut self, now: Instant, cfg: &OvirtConfig) {
-        self.user = now + cfg.user;
-        self.cpus = now + cfg.cpus;
-        self.inventory = now + cfg.inventory;
-        self.disks = now + cfg.disks;
+        let base = self.last_heartbeat_tick(cfg.heartbeat, now);
+        self.user = advance(base, cfg.user, now);
+        self.cpus = advance(base, cfg.cpus, now);
+        self.inventory = advance(base, cfg.inventory, now);
+        self.disks = advance(base, cfg.disks, now);
         self.interfaces = None;
     }
 
-    fn next(&self) -> Instant {
-        let mut t = self
-            .heartbeat
-            .min(self.user)
-            .min(self.cpus)
-            .min(self.inventory)
-            .min(self.disks);
+    /// The latest instant on the heartbeat's grid (its next tick less whole intervals) that
+    /// is not after `now`.
+    fn last_heartbeat_tick(&self, every: Duration, now: Instant) -> Instant {
+        let next = self.heartbeat;
+        if next <= now {
+            return next;
+        }
+        let every = every.max(MIN_INTERVAL);
+        let steps = next
+            .duration_since(now)
+            .as_nanos()
+            .div_ceil(every.as_nanos());
+        u32::try_from(steps)
+            .ok()
+            .and_then(|n| every.checked_mul(n))
+            .and_then(|d| next.checked_sub(d))
+            .unwrap_or(now)
+    }
+
+    /// The earliest deadline; the active-user poll counts only when `poll_user` (no session
+    /// events flow).
+    fn next(&self, poll_user: bool) -> Instant {
+        let mut t = self.heartbeat;
+        if poll_user {
+            t = t.min(self.user);
+        }
+        let mut t = t.min(self.cpus).min(self.inventory).min(self.disks);
         if let Some(i) = self.interfaces {
             t = t.min(i);
         }
@@ -87,11 +110,26 @@ impl Timers {
     }
 }
 
-/// The next tick of a periodic timer: one interval after the last, or one interval from now
-/// when the last is long past (a stalled write), so ticks never pile up.
+/// Shortest interval a timer runs at, so a zero from a test or a typo cannot spin.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The next tick of a periodic timer: `prev` plus the fewest whole intervals that land after
+/// `now`. Missed ticks (a stalled write) are skipped, never piled up, and the timer keeps its
+/// phase: timers started at one instant whose intervals are multiples of one another (5 s
+/// heartbeat, 10 s user poll, 60 s CPUs, 120 s inventory, 300 s disks) stay due at the very
+/// same instants, so the idle agent serves whatever falls due together in one wake-up.
 fn advance(prev: Instant, every: Duration, now: Instant) -> Instant {
+    let every = every.max(MIN_INTERVAL);
     let next = prev + every;
-    if next > now { next } else { now + every }
+    if next > now {
+        return next;
+    }
+    let steps = now.duration_since(prev).as_nanos() / every.as_nanos() + 1;
+    u32::try_from(steps)
+        .ok()
+        .and_then(|n| every.checked_mul(n))
+        .and_then(|d| prev.checked_add(d))
+        .unwrap_or(now + every)
 }
 
 /// Limits repeated warnings about bad input to a few per minute.
@@ -374,6 +412,12 @@ impl OvirtSession {
         }
     }
 
+    /// The active-user poll is the fallback for systems without session events (no logind):
+    /// while the session watcher publishes them, `on_event` sees every change as it happens.
+    fn poll_user(&self) -> bool {
+        !self.agent.events.session_events_live()
+    }
+
     async fn report_user(&mut self, out: &mut Vec<u8>, force: bool) {
         let user = match self.sessions().await {
             Some(s) => message::pick_active_user(&s),
@@ -600,9 +644,9 @@ impl StreamSession for OvirtSession {
         let now = Instant::now();
         self.connected = true;
         self.reader.reset();
-        let hb = self.timers.heartbeat;
+        // Every timer starts at this instant (the heartbeat goes out now), so they stay in
+        // step with one another (see `advance`).
         self.timers = Timers::new(now, &self.cfg);
-        self.timers.heartbeat = hb.min(now);
         if !self.started {
             self.started = true;
             info!("oVirt channel connected; sending the start report");
@@ -645,7 +689,7 @@ impl StreamSession for OvirtSession {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        Some(self.timers.next())
+        Some(self.timers.next(self.poll_user()))
     }
 
     async fn on_timer(&mut self, out: &mut Vec<u8>) {
@@ -661,7 +705,9 @@ impl StreamSession for OvirtSession {
             return;
         }
         if self.timers.user <= now {
-            self.report_user(out, false).await;
+            if self.poll_user() {
+                self.report_user(out, false).await;
+            }
             self.timers.user = advance(self.timers.user, self.cfg.user, now);
         }
         if self.timers.inventory <= now {
@@ -769,5 +815,78 @@ impl StreamSession for OvirtSession {
     fn max_input(&self) -> usize {
         // The reader never leaves more than its limit; one extra byte lets it see the excess.
         self.reader.limit() + 1
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn advance_steps_one_interval_when_on_time() {
+        let t0 = Instant::now();
+        assert_eq!(advance(t0, 5 * S, t0), t0 + 5 * S);
+        // Served a little late: still on the grid.
+        assert_eq!(advance(t0, 5 * S, t0 + S / 10), t0 + 5 * S);
+    }
+
+    #[test]
+    fn advance_skips_missed_ticks_and_keeps_the_phase() {
+        let t0 = Instant::now();
+        // 12 s late (a stalled write): the ticks at 5 and 10 are gone, the next is at 15.
+        assert_eq!(advance(t0, 5 * S, t0 + 12 * S), t0 + 15 * S);
+        // Exactly on a later tick: the one after it.
+        assert_eq!(advance(t0, 5 * S, t0 + 10 * S), t0 + 15 * S);
+    }
+
+    #[test]
+    fn advance_never_spins_on_a_zero_interval() {
+        let t0 = Instant::now();
+        assert!(advance(t0, Duration::ZERO, t0) > t0);
+    }
+
+    #[test]
+    fn default_timers_fall_due_on_heartbeat_ticks() {
+        let cfg = OvirtConfig::default();
+        let t0 = Instant::now();
+        let mut t = Timers::new(t0, &cfg);
+        let mut ticks = std::collections::HashSet::new();
+        let mut hb = t.heartbeat;
+        while hb <= t0 + cfg.disks {
+            ticks.insert(hb);
+            hb = advance(hb, cfg.heartbeat, hb);
+        }
+        for due in [t.user, t.cpus, t.inventory, t.disks] {
+            assert!(
+                ticks.contains(&due),
+                "{:?} after start is off the heartbeat",
+                due - t0
+            );
+        }
+        // A refresh between ticks restarts the reports, still on the heartbeat's grid.
+        t.heartbeat = t0 + 35 * S;
+        t.restart_reports(t0 + 32 * S, &cfg);
+        assert_eq!(t.user, t0 + 40 * S);
+        assert_eq!(t.cpus, t0 + 90 * S);
+        assert_eq!(t.inventory, t0 + 150 * S);
+        assert_eq!(t.disks, t0 + 330 * S);
+    }
+
+    #[test]
+    fn the_user_poll_counts_only_when_asked() {
+        let cfg = OvirtConfig {
+            heartbeat: 5 * S,
+            user: 2 * S,
+            ..OvirtConfig::default()
+        };
+        let t0 = Instant::now();
+        let t = Timers::new(t0, &cfg);
+        assert_eq!(t.next(true), t0);
+        let mut t = t;
+        t.heartbeat = t0 + 5 * S;
+        assert_eq!(t.next(true), t0 + 2 * S);
+        assert_eq!(t.next(false), t0 + 5 * S);
     }
 }

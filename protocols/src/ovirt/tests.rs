@@ -166,6 +166,7 @@ struct Harness {
     session: OvirtSession,
     facts: FixtureFacts,
     actions: Arc<Recorder>,
+    events: EventBus,
 }
 
 fn fast_config() -> OvirtConfig {
@@ -186,16 +187,18 @@ fn harness(cfg: OvirtConfig) -> Harness {
     let actions = Arc::new(Recorder::default());
     let mut d = Dispatcher::new();
     d.register(actions.clone());
+    let events = EventBus::default();
     let agent = Agent {
         paths: Paths::under("/nonexistent"),
         facts: Arc::new(facts.clone()),
         actions: Arc::new(d),
-        events: EventBus::default(),
+        events: events.clone(),
     };
     Harness {
         session: OvirtSession::new(agent, Arc::new(cfg)),
         facts,
         actions,
+        events,
     }
 }
 
@@ -648,4 +651,76 @@ async fn protocol_makes_sessions() {
     assert_eq!(p.name(), "ovirt");
     assert_eq!(p.config().heartbeat, Duration::from_secs(5));
     assert_eq!(PORT_NAMES[0], "ovirt-guest-agent.0");
+}
+
+#[tokio::test]
+async fn user_poll_is_skipped_while_session_events_flow_and_resumes_without_them() {
+    let mut h = harness(fast_config());
+    connect(&mut h).await;
+    tick(&mut h).await; // start batch: active-user None
+    h.events.set_session_events_live(true);
+    h.facts.0.lock().unwrap().users = vec![session("alice", "3", "user")];
+    // The poll would see alice; with logind's events flowing, only events report her.
+    for _ in 0..3 {
+        let out = tick(&mut h).await;
+        assert!(
+            !names(&out).contains(&"active-user"),
+            "polled while events flow: {:?}",
+            names(&out)
+        );
+    }
+    // The watcher lost logind: the poll is the fallback again.
+    h.events.set_session_events_live(false);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.extend(tick(&mut h).await);
+    }
+    let users: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m["__name__"] == "active-user")
+        .collect();
+    assert_eq!(users.len(), 1, "{:?}", names(&seen));
+    assert_eq!(users[0]["name"], "alice");
+}
+
+#[tokio::test]
+async fn reports_due_with_a_heartbeat_go_out_in_its_wake_up() {
+    // User poll every second heartbeat, CPUs every third: at those heartbeats one timer
+    // wake-up carries both, never a wake-up of its own a moment later.
+    let cfg = OvirtConfig {
+        // Long enough that a loaded machine does not skip a tick between two `tick`s.
+        heartbeat: Duration::from_millis(100),
+        user: Duration::from_millis(200),
+        cpus: Duration::from_millis(300),
+        inventory: Duration::from_secs(3600),
+        disks: Duration::from_secs(3600),
+        ..OvirtConfig::default()
+    };
+    let mut h = harness(cfg);
+    connect(&mut h).await;
+    tick(&mut h).await; // start batch
+    // number-of-cpus needs API version 1 or later.
+    input(
+        &mut h,
+        "{\"apiVersion\": 3, \"__name__\": \"api-version\"}\n",
+    )
+    .await;
+    let mut cpus_seen = 0;
+    for n in 1..=6u32 {
+        h.facts.0.lock().unwrap().cpus = 2 + n; // changes every time: sent whenever polled
+        h.facts.0.lock().unwrap().users = vec![session(&format!("u{n}"), "3", "user")];
+        let out = tick(&mut h).await;
+        let got = names(&out);
+        assert_eq!(got.first(), Some(&"heartbeat"), "tick {n}: {got:?}");
+        assert_eq!(
+            got.contains(&"active-user"),
+            n % 2 == 0,
+            "tick {n}: {got:?}"
+        );
+        if got.contains(&"number-of-cpus") {
+            cpus_seen += 1;
+            assert_eq!(n % 3, 0, "tick {n}: {got:?}");
+        }
+    }
+    assert_eq!(cpus_seen, 2);
 }
