@@ -237,7 +237,16 @@ async fn flush(
     let mut at = 0;
     while at < out.len() {
         let n = match timeout(opts.write_stall, stream.write(&out[at..])).await {
-            Ok(r) => r?,
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                info!(
+                    pending = out.len() - at,
+                    error = %e,
+                    "could not write to the host; dropping the unwritten output"
+                );
+                out.clear();
+                return Err(e);
+            }
             Err(_) => {
                 warn!(
                     pending = out.len() - at,

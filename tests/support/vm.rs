@@ -367,10 +367,17 @@ impl Vm {
             let lines: Vec<&str> = t.lines().collect();
             lines[lines.len().saturating_sub(n)..].join("\n")
         };
+        // The CPU sampler's lines would crowd the agent's log out of the tail.
+        let console =
+            String::from_utf8_lossy(&std::fs::read(&self.console).unwrap_or_default()).into_owned();
+        let lines: Vec<&str> = console
+            .lines()
+            .filter(|l| !l.starts_with("cpu-sample "))
+            .collect();
         format!(
-            "--- console ({}) ---\n{}\n--- qemu ---\n{}",
+            "--- console ({}, without cpu-sample lines) ---\n{}\n--- qemu ---\n{}",
             self.console.display(),
-            tail(&self.console, 60),
+            lines[lines.len().saturating_sub(80)..].join("\n"),
             tail(&self.dir.path().join("qemu.log"), 20)
         )
     }
@@ -698,8 +705,34 @@ impl QgaClient {
         let mut line = req.to_string().into_bytes();
         line.push(b'\n');
         self.send_raw(&line)?;
-        self.recv(limit)
-            .ok_or_else(|| format!("no reply to {cmd} within {limit:?}"))
+        match self.recv(limit) {
+            Some(v) => Ok(v),
+            None => Err(self.no_reply(cmd, limit)),
+        }
+    }
+
+    /// Why a reply did not come: what the client holds, and whether the agent answers a
+    /// second request (a lost message) or not (a stuck agent).
+    fn no_reply(&mut self, cmd: &str, limit: Duration) -> String {
+        let held = String::from_utf8_lossy(&self.buf)
+            .escape_debug()
+            .to_string();
+        let held_bytes = self.buf.len();
+        self.buf.clear();
+        let probe = match self.send_raw(b"{\"execute\":\"guest-ping\"}\n") {
+            Err(e) => format!("could not send a second guest-ping: {e}"),
+            Ok(()) => match self.recv(Duration::from_secs(10)) {
+                Some(v) => format!("a second guest-ping got {v}"),
+                None => format!(
+                    "a second guest-ping got no reply either (client holds {:?})",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            },
+        };
+        format!(
+            "no reply to {cmd} within {limit:?}; the client held {held_bytes} unparsed bytes \
+             {held:?}; {probe}"
+        )
     }
 
     /// Sends a command and returns its `return` value; any error is a test failure.

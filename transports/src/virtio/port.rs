@@ -28,7 +28,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::time::{Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep};
 
 /// The kernel accepts at most this much per `write()` on a port.
 pub const MAX_WRITE: usize = 32 * 1024;
@@ -36,6 +36,14 @@ pub const MAX_WRITE: usize = 32 * 1024;
 /// How long a write waits for writability before trying again without a wake-up: kernels
 /// before the 2025 `port_fops_poll` fix can lose the `EPOLLOUT` wake-up.
 const WRITE_RECHECK: Duration = Duration::from_millis(250);
+
+/// How long a reply waits for an absent host before it is dropped. The guest driver handles
+/// data and host connect/disconnect on different virtqueues, the latter in deferred work: when
+/// a host reconnects, its first requests can be read while the port still says "no host"
+/// (the old host's close or the new one's open not yet processed), and a reply written then
+/// gets `EAGAIN`. Dropping it at once loses the answer to a request the new host really sent;
+/// qemu-ga retries such writes until they go through.
+const HOST_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether a host is attached to the port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +160,8 @@ pub struct PortStream {
     fd: AsyncFd<OwnedFd>,
     what: String,
     recheck: Option<Pin<Box<Sleep>>>,
+    /// When a write first found no host (see [`HOST_GRACE`]).
+    absent_since: Option<Instant>,
 }
 
 impl fmt::Debug for PortStream {
@@ -175,6 +185,7 @@ impl PortStream {
             fd,
             what,
             recheck: None,
+            absent_since: None,
         })
     }
 
@@ -189,6 +200,19 @@ impl PortStream {
                 r => return r,
             }
         }
+    }
+
+    /// A write found no host: `Ready(Err)` once the host has been away for [`HOST_GRACE`],
+    /// else waits one re-check period (`Ready(Ok)`: try again).
+    fn poll_host_grace(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let since = *self.absent_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= HOST_GRACE {
+            self.absent_since = None;
+            self.recheck = None;
+            return Poll::Ready(Err(Self::host_left()));
+        }
+        ready!(self.poll_recheck(cx));
+        Poll::Ready(Ok(()))
     }
 
     /// Arms (if needed) and polls the write re-check timer; `Ready` when it fired.
@@ -251,11 +275,15 @@ impl AsyncWrite for PortStream {
                     match this.try_write(buf) {
                         Ok(n) => {
                             this.recheck = None;
+                            this.absent_since = None;
                             return Poll::Ready(Ok(n));
                         }
                         Err(Errno::EAGAIN) => {
                             if closed || host_state(this.fd.get_ref())? == HostState::Absent {
-                                return Poll::Ready(Err(Self::host_left()));
+                                // Readiness stays set once tokio saw the hang-up, so the
+                                // timer, not readiness, paces the retries.
+                                ready!(this.poll_host_grace(cx))?;
+                                continue;
                             }
                             guard.clear_ready();
                         }
@@ -266,10 +294,14 @@ impl AsyncWrite for PortStream {
                 Poll::Pending => {
                     ready!(this.poll_recheck(cx));
                     match this.try_write(buf) {
-                        Ok(n) => return Poll::Ready(Ok(n)),
+                        Ok(n) => {
+                            this.absent_since = None;
+                            return Poll::Ready(Ok(n));
+                        }
                         Err(Errno::EAGAIN) => {
                             if host_state(this.fd.get_ref())? == HostState::Absent {
-                                return Poll::Ready(Err(Self::host_left()));
+                                ready!(this.poll_host_grace(cx))?;
+                                continue;
                             }
                             // Not writable yet: arm the timer again and keep waiting.
                             ready!(this.poll_recheck(cx));
