@@ -85,6 +85,12 @@ pub trait Facts: Send + Sync + Debug {
     async fn os(&self) -> Result<OsInfo, FactError>;
     /// Every network interface.
     async fn interfaces(&self) -> Result<Vec<Interface>, FactError>;
+    /// Every network interface, the MTU possibly left out (`None`): for reports that do not
+    /// show it (QGA, oVirt), so a collector may skip what costs it a read per interface.
+    /// Defaults to [`Facts::interfaces`].
+    async fn interfaces_without_mtu(&self) -> Result<Vec<Interface>, FactError> {
+        self.interfaces().await
+    }
     /// Installed packages from every database present.
     async fn applications(&self) -> Result<Vec<Application>, FactError>;
     /// Memory and paging statistics.

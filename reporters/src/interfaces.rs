@@ -1,14 +1,23 @@
 //! Network interfaces: every one the kernel has, with or without addresses.
 //!
-//! Names, MAC, flags and MTU come from `/sys/class/net`; counters from `/proc/net/dev` (one
-//! read for every interface, the figures qemu-ga reports; `statistics/` in sysfs where that
-//! file lacks an interface); addresses from if-addrs
-//! (getifaddrs) on the running system. if-addrs alone cannot serve: it gives no MAC, no
-//! flags or counters, and it lists only interfaces that have an address, so a down or
-//! unconfigured NIC would vanish. For a tree that is not running, IPv6 addresses come from its
-//! `proc/net/if_inet6` (IPv4 has no such file).
+//! On the running system one `getifaddrs()` (nix) gives names, flags, IPv4 and IPv6 addresses
+//! with their netmasks, and, in its `AF_PACKET` entries (one per link, addresses or not), the
+//! interface index and hardware address; one read of `/proc/net/dev` gives the counters (the
+//! figures qemu-ga reports). That is what qemu-ga does too. sysfs is read only for what
+//! getifaddrs cannot give: the MTU, and only for callers that show it
+//! ([`read`], not [`read_without_mtu`]); a hardware address longer than `sockaddr_ll` holds
+//! (InfiniBand's 20 bytes); counters of an interface `/proc/net/dev` lacks.
+//!
+//! if-addrs, the design card's crate, no longer serves here: it gives no MAC, no flags or
+//! counters, lists only interfaces that have an address (a down or unconfigured NIC would
+//! vanish), and asks `if_nametoindex` (a socket and an ioctl) for every address, so with it
+//! each interface cost several sysfs reads on top.
+//!
+//! For a tree that is not running (fixtures), links come from its `sys/class/net` and IPv6
+//! addresses from its `proc/net/if_inet6` (IPv4 has no such file).
 
 use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
 
 use guestd_core::Paths;
 use guestd_core::contract::FactError;
@@ -30,53 +39,104 @@ pub struct AddrEntry {
     pub prefix: u8,
 }
 
-/// Reads the interfaces under `paths`, with addresses from the live system or the tree.
+/// One interface as a source of links gives it, before counters and addresses are attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Link {
+    /// Kernel index: the order interfaces are listed in (`ip addr`, qemu-ga).
+    index: u32,
+    name: String,
+    /// `IFF_*` flags.
+    flags: u32,
+    mac: Mac,
+}
+
+/// A hardware address as far as the link source knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mac {
+    /// The interface has none (`addr_len` 0: WireGuard, some tunnels).
+    None,
+    /// Lower-case colon-separated hex.
+    Known(String),
+    /// Longer than the source could carry: read `address` in sysfs.
+    InSysfs,
+}
+
+/// Reads the interfaces under `paths`, with the MTU.
 pub fn read(paths: &Paths) -> Result<Vec<Interface>, FactError> {
-    let addrs = if paths.is_system() {
-        match live_addresses() {
-            Ok(a) => a,
+    read_opts(paths, true)
+}
+
+/// Reads the interfaces under `paths` with `mtu: None`, for reports that do not show it
+/// (QGA, oVirt): on the running system that saves one sysfs read per interface.
+pub fn read_without_mtu(paths: &Paths) -> Result<Vec<Interface>, FactError> {
+    read_opts(paths, false)
+}
+
+fn read_opts(paths: &Paths, mtu: bool) -> Result<Vec<Interface>, FactError> {
+    if paths.is_system() {
+        match live() {
+            Ok((links, addrs)) => return Ok(assemble(paths, links, &addrs, mtu)),
             Err(e) => {
-                tracing::debug!(error = %e, "getifaddrs failed; IPv6 from /proc only");
-                if_inet6(paths)?
+                tracing::debug!(error = %e, "getifaddrs failed; links from sysfs, IPv6 from /proc only");
             }
         }
-    } else {
-        if_inet6(paths)?
-    };
-    read_with(paths, &addrs)
+    }
+    let addrs = if_inet6(paths)?;
+    from_files(paths, &addrs, mtu)
 }
 
 /// The interfaces of `sys/class/net` under `paths`, with `addrs` attached by name.
 pub fn read_with(paths: &Paths, addrs: &[AddrEntry]) -> Result<Vec<Interface>, FactError> {
+    from_files(paths, addrs, true)
+}
+
+fn from_files(paths: &Paths, addrs: &[AddrEntry], mtu: bool) -> Result<Vec<Interface>, FactError> {
+    let links = match sysfs_links(paths) {
+        Ok(l) => l,
+        Err(e) if util::is_absent(&e) && !addrs.is_empty() => Vec::new(),
+        Err(e) => return Err(util::io_err(&paths.sys("class/net"), e)),
+    };
+    Ok(assemble(paths, links, addrs, mtu))
+}
+
+/// Links, counters and addresses into the report's interfaces, in index order.
+fn assemble(paths: &Paths, mut links: Vec<Link>, addrs: &[AddrEntry], mtu: bool) -> Vec<Interface> {
     let dir = paths.sys("class/net");
     let counters = util::read_opt(&paths.proc("net/dev"))
         .ok()
         .flatten()
         .map(|t| parse_net_dev(&t))
         .unwrap_or_default();
-    let mut found: Vec<(u32, Interface)> = Vec::new();
-    match std::fs::read_dir(&dir) {
-        Ok(entries) => {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let base = dir.join(&name);
-                if !base.join("flags").exists() {
-                    continue; // bonding_masters and other files that are not interfaces
-                }
-                let index = util::attr_num(&base.join("ifindex")).unwrap_or(u32::MAX);
-                let mut iface = from_sysfs(&base, name);
-                iface.stats = counters
-                    .get(&iface.name)
-                    .copied()
-                    .or_else(|| sysfs_stats(&base));
-                found.push((index, iface));
+    links.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
+    let mut out: Vec<Interface> = links
+        .into_iter()
+        .map(|l| {
+            let base = dir.join(&l.name);
+            let mac = match l.mac {
+                Mac::None => None,
+                Mac::Known(m) => Some(m),
+                Mac::InSysfs => util::attr(&base.join("address")).map(|m| m.to_ascii_lowercase()),
+            };
+            let stats = counters
+                .get(&l.name)
+                .copied()
+                .or_else(|| sysfs_stats(&base));
+            Interface {
+                mac,
+                ipv4: Vec::new(),
+                ipv6: Vec::new(),
+                up: l.flags & IFF_UP != 0,
+                loopback: l.flags & IFF_LOOPBACK != 0,
+                mtu: if mtu {
+                    util::attr_num(&base.join("mtu"))
+                } else {
+                    None
+                },
+                stats,
+                name: l.name,
             }
-        }
-        Err(e) if util::is_absent(&e) && !addrs.is_empty() => {}
-        Err(e) => return Err(util::io_err(&dir, e)),
-    }
-    found.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
-    let mut out: Vec<Interface> = found.into_iter().map(|(_, i)| i).collect();
+        })
+        .collect();
     for a in addrs {
         let pos = match out.iter().position(|i| i.name == a.name) {
             Some(p) => Some(p),
@@ -117,7 +177,7 @@ pub fn read_with(paths: &Paths, addrs: &[AddrEntry]) -> Result<Vec<Interface>, F
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// `/proc/net/dev`: per interface, receive then transmit columns (bytes, packets, errs, drop,
@@ -152,7 +212,7 @@ pub fn parse_net_dev(text: &str) -> std::collections::HashMap<String, InterfaceS
     out
 }
 
-fn sysfs_stats(base: &std::path::Path) -> Option<InterfaceStats> {
+fn sysfs_stats(base: &Path) -> Option<InterfaceStats> {
     let stat = |n: &str| util::attr_num::<u64>(&base.join("statistics").join(n));
     stat("rx_bytes").map(|rx_bytes| InterfaceStats {
         rx_bytes,
@@ -166,43 +226,97 @@ fn sysfs_stats(base: &std::path::Path) -> Option<InterfaceStats> {
     })
 }
 
-fn from_sysfs(base: &std::path::Path, name: String) -> Interface {
-    let flags = util::attr(&base.join("flags"))
-        .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0);
-    let addr_len: u32 = util::attr_num(&base.join("addr_len")).unwrap_or(0);
-    let mac = if addr_len > 0 {
-        util::attr(&base.join("address")).map(|m| m.to_ascii_lowercase())
-    } else {
-        None
-    };
-    Interface {
-        name,
-        mac,
-        ipv4: Vec::new(),
-        ipv6: Vec::new(),
-        up: flags & IFF_UP != 0,
-        loopback: flags & IFF_LOOPBACK != 0,
-        mtu: util::attr_num(&base.join("mtu")),
-        stats: None,
+/// The links of `sys/class/net` under `paths`: the fixture trees' source.
+fn sysfs_links(paths: &Paths) -> std::io::Result<Vec<Link>> {
+    let dir = paths.sys("class/net");
+    let mut links = Vec::new();
+    for e in std::fs::read_dir(&dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let base = dir.join(&name);
+        let Some(flags) = util::attr(&base.join("flags")) else {
+            continue; // bonding_masters and other files that are not interfaces
+        };
+        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap_or(0);
+        let addr_len: u32 = util::attr_num(&base.join("addr_len")).unwrap_or(0);
+        links.push(Link {
+            index: util::attr_num(&base.join("ifindex")).unwrap_or(u32::MAX),
+            name,
+            flags,
+            mac: if addr_len > 0 {
+                Mac::InSysfs
+            } else {
+                Mac::None
+            },
+        });
     }
+    Ok(links)
 }
 
-fn live_addresses() -> std::io::Result<Vec<AddrEntry>> {
-    Ok(if_addrs::get_if_addrs()?
-        .into_iter()
-        .map(|i| {
-            let (addr, prefix) = match i.addr {
-                if_addrs::IfAddr::V4(a) => (IpAddr::V4(a.ip), a.prefixlen),
-                if_addrs::IfAddr::V6(a) => (IpAddr::V6(a.ip), a.prefixlen),
+/// Links and addresses of the running system from one `getifaddrs()`.
+fn live() -> nix::Result<(Vec<Link>, Vec<AddrEntry>)> {
+    let mut links = Vec::new();
+    let mut addrs = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        let Some(addr) = ifa.address else {
+            continue;
+        };
+        if let Some(ll) = addr.as_link_addr() {
+            let raw: &libc::sockaddr_ll = ll.as_ref();
+            let len = ll.halen();
+            let mac = if len == 0 {
+                Mac::None
+            } else {
+                match raw.sll_addr.get(..len) {
+                    Some(bytes) => Mac::Known(hex_colon(bytes)),
+                    // nix copies a plain sockaddr_ll (8 address bytes) out of glibc's longer one.
+                    None => Mac::InSysfs,
+                }
             };
-            AddrEntry {
-                name: i.name,
-                addr,
-                prefix,
-            }
-        })
-        .collect())
+            links.push(Link {
+                index: u32::try_from(ll.ifindex()).unwrap_or(u32::MAX),
+                name: ifa.interface_name,
+                flags: u32::try_from(ifa.flags.bits()).unwrap_or(0),
+                mac,
+            });
+        } else if let Some(v4) = addr.as_sockaddr_in() {
+            // getifaddrs gives the netmask, not its length; none counts as 0, as with if-addrs.
+            let bits = ifa
+                .netmask
+                .as_ref()
+                .and_then(|m| m.as_sockaddr_in())
+                .map_or(0, |m| m.ip().to_bits().count_ones());
+            addrs.push(AddrEntry {
+                name: ifa.interface_name,
+                addr: IpAddr::V4(v4.ip()),
+                prefix: u8::try_from(bits).unwrap_or(0),
+            });
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            // getifaddrs gives the netmask, not its length; none counts as 0, as with if-addrs.
+            let bits = ifa
+                .netmask
+                .as_ref()
+                .and_then(|m| m.as_sockaddr_in6())
+                .map_or(0, |m| m.ip().to_bits().count_ones());
+            addrs.push(AddrEntry {
+                name: ifa.interface_name,
+                addr: IpAddr::V6(v6.ip()),
+                prefix: u8::try_from(bits).unwrap_or(0),
+            });
+        }
+    }
+    Ok((links, addrs))
+}
+
+/// `52:54:00:12:34:56`, the form sysfs and `ip` print.
+fn hex_colon(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
 }
 
 /// `proc/net/if_inet6`: `address ifindex prefix scope flags name`, all hex but the name.
@@ -323,6 +437,60 @@ cut: 1 2 3\n";
         assert_eq!(v4, ["192.0.2.10/24", "192.0.2.11/32"]);
         // An address whose interface sysfs does not show still gets reported.
         assert!(ifs.iter().any(|i| i.name == "wg0" && i.ipv4.len() == 1));
+    }
+
+    #[test]
+    fn without_mtu_is_the_same_but_the_mtu() {
+        let full = read(&fixture()).unwrap();
+        let brief = read_without_mtu(&fixture()).unwrap();
+        assert_eq!(full[1].mtu, Some(1500));
+        let stripped: Vec<Interface> = full
+            .into_iter()
+            .map(|i| Interface { mtu: None, ..i })
+            .collect();
+        assert_eq!(brief, stripped);
+    }
+
+    #[test]
+    fn hardware_addresses_print_as_sysfs_does() {
+        assert_eq!(
+            hex_colon(&[0x52, 0x54, 0, 0xab, 0xcd, 0xef]),
+            "52:54:00:ab:cd:ef"
+        );
+        assert_eq!(hex_colon(&[0, 0, 0, 0]), "00:00:00:00");
+        assert_eq!(hex_colon(&[]), "");
+    }
+
+    /// getifaddrs on this machine gives the links, flags and MACs its sysfs shows, and the
+    /// IPv6 addresses of `/proc/net/if_inet6`.
+    #[test]
+    fn live_getifaddrs_matches_sysfs() {
+        let sys = Paths::system();
+        let (mut links, addrs) = live().unwrap();
+        assert!(!links.is_empty());
+        links.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
+        let mut files = sysfs_links(&sys).unwrap();
+        files.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
+        let key = |l: &Link| (l.index, l.name.clone(), l.flags & (IFF_UP | IFF_LOOPBACK));
+        assert_eq!(
+            links.iter().map(key).collect::<Vec<_>>(),
+            files.iter().map(key).collect::<Vec<_>>()
+        );
+        let live_ifs = read(&sys).unwrap();
+        let file_ifs = from_files(&sys, &if_inet6(&sys).unwrap(), true).unwrap();
+        for (l, f) in live_ifs.iter().zip(&file_ifs) {
+            assert_eq!((&l.name, &l.mac, l.mtu), (&f.name, &f.mac, f.mtu));
+            let mut a = l.ipv6.clone();
+            let mut b = f.ipv6.clone();
+            a.sort_by_key(|p| (p.address, p.prefix));
+            b.sort_by_key(|p| (p.address, p.prefix));
+            assert_eq!(a, b, "{}", l.name);
+        }
+        // Every live address belongs to a listed interface (aliases by their base name).
+        for a in &addrs {
+            let base = a.name.split(':').next().unwrap_or(&a.name);
+            assert!(live_ifs.iter().any(|i| i.name == base), "{a:?}");
+        }
     }
 
     #[test]

@@ -130,6 +130,10 @@ impl Facts for SystemFacts {
         self.run("interfaces", FACT_DEADLINE, interfaces::read)
             .await
     }
+    async fn interfaces_without_mtu(&self) -> Result<Vec<Interface>, FactError> {
+        self.run("interfaces", FACT_DEADLINE, interfaces::read_without_mtu)
+            .await
+    }
     async fn applications(&self) -> Result<Vec<Application>, FactError> {
         self.run("applications", APPLICATIONS_DEADLINE, packages::read)
             .await

@@ -348,7 +348,7 @@ impl OvirtSession {
     }
 
     async fn interfaces_msg(&mut self) -> Option<Message> {
-        let r = self.agent.facts.interfaces().await;
+        let r = self.agent.facts.interfaces_without_mtu().await;
         let i = self.got("interfaces", r)?;
         Some(message::network_interfaces(&i, &self.cfg.ignored_nics))
     }

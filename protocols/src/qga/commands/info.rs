@@ -199,7 +199,7 @@ pub(super) async fn interfaces(
     let list = ctx
         .agent
         .facts
-        .interfaces()
+        .interfaces_without_mtu()
         .await
         .map_err(|e| QgaError::from_fact(&e))?;
     ret(Value::Array(list.iter().map(interface).collect()))
