@@ -1,12 +1,15 @@
 //! The `guestd` binary: CLI, configuration, logging and exit codes. `anyhow` lives here only.
 
 mod cli;
-mod config;
 mod daemon;
 mod logging;
 mod memory;
 
 use std::process::ExitCode;
+
+// The configuration is a library crate so the fuzz crate can link its parsers; the binary keeps
+// calling it `crate::config`.
+use guestd_config as config;
 
 use clap::Parser;
 

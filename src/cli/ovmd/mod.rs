@@ -28,7 +28,7 @@ use control::{Ctx, Mode, Request};
 
 /// The daemon's control socket unless `--control-socket` or `$GUESTD_OVMD_SOCKET` says
 /// otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/guestd/ovmd.sock";
+pub const DEFAULT_SOCKET: &str = crate::config::DEFAULT_OVMD_SOCKET;
 
 /// Arguments of `guestd ovmd`, parsed by ovmd's own grammar (they are passed through raw).
 #[derive(Debug, clap::Args)]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
-use super::{
+use crate::{
     DEFAULT_FSFREEZE_HOOK, Diagnostic, Layer, OvirtLayer, OvmdLayer, QgaLayer, check_log_level,
     qga_method_channel, split_rpcs, unknown_rpcs,
 };
@@ -491,7 +491,7 @@ fn ovirt(cx: &mut Ctx<'_>, o: &RawOvirt) -> OvirtLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Severity;
+    use crate::Severity;
 
     fn p(text: &str) -> Parsed {
         parse(Path::new("/etc/guestd/guestd.toml"), text)

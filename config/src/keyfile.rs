@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{
+use crate::{
     DEFAULT_FSFREEZE_HOOK, Diagnostic, Layer, QgaLayer, qga_method_channel, split_rpcs,
     unknown_rpcs,
 };
@@ -158,11 +158,19 @@ pub fn parse(file: &Path, text: &str) -> Parsed {
             }
             "fsfreeze-hook" => {
                 let v = e.value.trim();
-                layer.hook = Some(Some(PathBuf::from(if v.is_empty() {
-                    DEFAULT_FSFREEZE_HOOK
+                if v.is_empty() {
+                    layer.hook = Some(Some(PathBuf::from(DEFAULT_FSFREEZE_HOOK)));
+                } else if v.starts_with('/') {
+                    layer.hook = Some(Some(PathBuf::from(v)));
                 } else {
-                    v
-                })));
+                    // qemu-ga would look it up from / after daemonizing, else from wherever it
+                    // was started; guestd.toml refuses a relative hook too.
+                    diags.push(diag(
+                        file,
+                        e.line,
+                        format!("fsfreeze-hook: '{}' is not an absolute path", e.value),
+                    ));
+                }
             }
             "statedir" => layer.statedir = Some(PathBuf::from(e.value.trim())),
             "verbose" => match boolean(&e.value) {
@@ -263,7 +271,7 @@ pub fn parse(file: &Path, text: &str) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Severity;
+    use crate::Severity;
     use guestd_transports::ChannelSpec;
 
     fn p(text: &str) -> Parsed {
@@ -333,5 +341,8 @@ mod tests {
                 .any(|e| e.contains(":3: ") && e.contains("carrier-pigeon"))
         );
         assert_eq!(warns.len(), 3, "{warns:?}");
+        let r = p("[general]\nfsfreeze-hook=fsfreeze-hook\n");
+        assert!(r.diagnostics[0].to_string().contains(":2: fsfreeze-hook"));
+        assert_eq!(r.layer.hook, None);
     }
 }

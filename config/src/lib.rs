@@ -29,6 +29,8 @@ pub const OVIRT_PORTS: [&str; 2] = ["ovirt-guest-agent.0", "com.redhat.rhevm.vds
 pub const DEFAULT_FSFREEZE_HOOK: &str = "/etc/qemu/fsfreeze-hook";
 /// The oVirt lifecycle hooks directory of the old agent.
 pub const DEFAULT_OVIRT_HOOKS: &str = "/etc/ovirt-guest-agent/hooks.d";
+/// The control socket of the `ovmd` command (the daemon listens, the command connects).
+pub const DEFAULT_OVMD_SOCKET: &str = "/run/guestd/ovmd.sock";
 
 /// How serious a [`Diagnostic`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,9 +97,19 @@ impl fmt::Display for Diagnostic {
             }
         }
         match self.severity {
-            Severity::Error => write!(f, ": {}", self.message),
-            Severity::Warning => write!(f, ": warning: {}", self.message),
+            Severity::Error => f.write_str(": ")?,
+            Severity::Warning => f.write_str(": warning: ")?,
         }
+        // Messages quote values from the file, which may hold newlines (TOML and key file
+        // escapes): one diagnostic stays one line of check-config's output and of the log.
+        for c in self.message.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -345,7 +357,7 @@ impl Default for Settings {
                 enable: true,
                 channel: None,
                 store: PathBuf::from(guestd_core::params::ParamStore::DEFAULT_DIR),
-                socket: PathBuf::from(crate::cli::ovmd::DEFAULT_SOCKET),
+                socket: PathBuf::from(DEFAULT_OVMD_SOCKET),
             },
         }
     }
@@ -558,6 +570,14 @@ pub fn qga_method_channel(method: Option<&str>, path: Option<&str>) -> Result<Ch
     let path = path.filter(|p| !p.is_empty());
     let method = method.unwrap_or("virtio-serial");
     Ok(match method {
+        // qemu-ga opens the one path it is given; in a virtio channel `,` separates alternative
+        // ports, so such a path would mean other ports than qemu-ga's.
+        "virtio-serial" if path.is_some_and(|p| p.contains(',')) => {
+            return Err(format!(
+                "virtio-serial path '{}' contains ',', which guestd cannot open (',' separates port names)",
+                path.unwrap_or_default()
+            ));
+        }
         "virtio-serial" => match path {
             None => ChannelSpec::Virtio(QGA_PORT.into()),
             // The udev link names the port: find it by name so images without udev work too.
@@ -633,6 +653,21 @@ mod tests {
     }
 
     #[test]
+    fn a_diagnostic_prints_on_one_line() {
+        let d = Diagnostic::at(
+            Path::new("/f"),
+            "a\nb",
+            Some(2),
+            "statedir: 'x\ny\u{1b}' is bad",
+        );
+        assert_eq!(d.to_string(), "/f:2:1: statedir: 'x\\ny\\u{1b}' is bad");
+        assert_eq!(
+            d.warning().to_string(),
+            "/f:2:1: warning: statedir: 'x\\ny\\u{1b}' is bad"
+        );
+    }
+
+    #[test]
     fn layers_override_and_lists_accumulate() {
         let a = Layer {
             source: "a".into(),
@@ -695,6 +730,8 @@ mod tests {
             Ok(ChannelSpec::VsockListen(1234))
         );
         assert!(qga_method_channel(Some("unix-listen"), None).is_err());
+        assert!(qga_method_channel(None, Some("/dev/virtio-ports/a,b")).is_err());
+        assert!(qga_method_channel(Some("virtio-serial"), Some(",")).is_err());
         assert!(qga_method_channel(Some("bogus"), None).is_err());
     }
 
