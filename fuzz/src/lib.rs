@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("ovirt_line", ovirt_line),
     ("reporters_text", reporters_text),
     ("reporters_binary", reporters_binary),
+    ("config_file", config_file),
 ];
 
 /// What one framer run produced, in order.
@@ -332,6 +333,188 @@ pub fn reporters_binary(data: &[u8]) {
                 let _ = rpm::read_sqlite(&path);
                 let _ = std::fs::remove_file(&path);
             }
+        }
+    }
+}
+
+/// The configuration files (`config/src/toml_file.rs`, `config/src/keyfile.rs`): the same bytes
+/// are read as a guestd.toml and as a qemu-ga.conf (their syntaxes overlap: `[group]`,
+/// `key = value`, `#` comments). Each parse must be deterministic, place every diagnostic within
+/// the file, print it on one line, and keep its diagnostics in file order. A file without
+/// errors must resolve to usable settings (absolute paths, intervals in range, channels that
+/// print as specs parsing back to themselves), and must parse the same with a comment appended.
+/// The two layers together resolve unless one file blocks and the other allows commands.
+pub fn config_file(data: &[u8]) {
+    use guestd_config::{Layer, Settings, keyfile, toml_file};
+    use std::path::Path;
+
+    let text = String::from_utf8_lossy(data);
+    let text = text.as_ref();
+
+    let toml_path = Path::new("/etc/guestd/guestd.toml");
+    let a = toml_file::parse(toml_path, text);
+    // line_col's last place is just after the last byte.
+    let toml_lines: Vec<&str> = text.split('\n').collect();
+    check_diagnostics(toml_path, &a.diagnostics, toml_lines.len());
+    for d in &a.diagnostics {
+        if let (Some(l), Some(c)) = (d.line, d.column) {
+            let width = toml_lines[l - 1].chars().count();
+            assert!(
+                (1..=width + 1).contains(&c),
+                "{d}: column outside line {l} ({width} characters)"
+            );
+        }
+    }
+    let toml_ok = !has_error(&a.diagnostics);
+    if toml_ok {
+        // Only good files are parsed again: most inputs are not, and speed is coverage.
+        let b = toml_file::parse(toml_path, text);
+        assert_eq!(a.layer, b.layer, "guestd.toml: a second parse differs");
+        assert_eq!(a.qemu_ga_config, b.qemu_ga_config);
+        assert_eq!(a.diagnostics, b.diagnostics);
+        check_settings(&a.layer);
+        if let Some(Some(p)) = &a.qemu_ga_config {
+            assert!(p.is_absolute(), "qemu-ga-config {p:?} is relative");
+        }
+        let more = toml_file::parse(toml_path, &format!("{text}\n# appended\n"));
+        assert_eq!(
+            a.layer, more.layer,
+            "guestd.toml: a trailing comment changes it"
+        );
+        assert_eq!(a.qemu_ga_config, more.qemu_ga_config);
+        assert_eq!(a.diagnostics, more.diagnostics);
+    }
+
+    let qga_path = Path::new("/etc/qemu/qemu-ga.conf");
+    let k = keyfile::parse(qga_path, text);
+    check_diagnostics(qga_path, &k.diagnostics, text.lines().count());
+    for d in &k.diagnostics {
+        assert!(
+            d.line.is_some(),
+            "{d}: a key file diagnostic without its line"
+        );
+    }
+    let keyfile_ok = !has_error(&k.diagnostics);
+    if keyfile_ok {
+        let k2 = keyfile::parse(qga_path, text);
+        assert_eq!(k.layer, k2.layer, "qemu-ga.conf: a second parse differs");
+        assert_eq!(k.diagnostics, k2.diagnostics);
+        check_settings(&k.layer);
+    }
+    // What follows the last line of a key file, in another group, changes nothing.
+    if text.is_empty() || text.ends_with('\n') {
+        let more = keyfile::parse(qga_path, &format!("{text}# appended\n[other]\nkey=value\n"));
+        assert_eq!(
+            k.layer, more.layer,
+            "qemu-ga.conf: a later group changes it"
+        );
+        assert_eq!(k.diagnostics, more.diagnostics);
+    }
+
+    if toml_ok && keyfile_ok {
+        let layers: [&Layer; 2] = [&k.layer, &a.layer];
+        let blocks = layers.iter().any(|l| l.qga.block.is_some());
+        let allows = layers.iter().any(|l| l.qga.allow.is_some());
+        match Settings::resolve(&layers) {
+            Ok(_) => assert!(!(blocks && allows), "block-rpcs and allow-rpcs resolved"),
+            Err(e) => assert!(blocks && allows, "two good files do not resolve: {e}"),
+        }
+    }
+}
+
+fn has_error(diags: &[guestd_config::Diagnostic]) -> bool {
+    diags
+        .iter()
+        .any(|d| d.severity == guestd_config::Severity::Error)
+}
+
+/// Diagnostics of one parse: of that file, in file order, on lines `1..=lines` (at least one
+/// line: an empty file's problems are on line 1), each printed on one line.
+fn check_diagnostics(file: &std::path::Path, diags: &[guestd_config::Diagnostic], lines: usize) {
+    let lines = lines.max(1);
+    for d in diags {
+        assert_eq!(d.file, file);
+        if let Some(l) = d.line {
+            assert!((1..=lines).contains(&l), "{d}: line outside 1..={lines}");
+        }
+        let shown = d.to_string();
+        assert!(
+            !shown.chars().any(char::is_control),
+            "a diagnostic printed with a control character: {shown:?}"
+        );
+    }
+    assert!(
+        diags.windows(2).all(|w| w[0].line <= w[1].line),
+        "diagnostics out of file order: {diags:?}"
+    );
+}
+
+/// A layer from a file without errors: on its own it resolves to settings the daemon can use.
+fn check_settings(layer: &guestd_config::Layer) {
+    use guestd_transports::ChannelSpec;
+    use std::time::Duration;
+
+    let s = guestd_config::Settings::resolve(&[layer])
+        .unwrap_or_else(|e| panic!("a file without errors does not resolve: {e}"));
+    for p in [
+        Some(&s.statedir),
+        s.freeze.hook.as_ref(),
+        Some(&s.ovirt.hooks_dir),
+        Some(&s.ovmd.store),
+        Some(&s.ovmd.socket),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(p.is_absolute(), "relative path {p:?} in {s:?}");
+    }
+    let interval = Duration::from_millis(10)..=Duration::from_secs(86_400);
+    for d in [
+        s.discovery.rescan,
+        s.freeze.hook_timeout,
+        s.ovirt.heartbeat,
+        s.ovirt.user,
+        s.ovirt.cpus,
+        s.ovirt.inventory,
+        s.ovirt.disks,
+        s.ovirt.hooks_deadline,
+    ] {
+        assert!(interval.contains(&d), "interval {d:?} out of range");
+    }
+    if let Some(w) = s.freeze.watchdog {
+        assert!(!w.is_zero(), "a zero watchdog is None");
+    }
+    assert!((1024..=1 << 30).contains(&s.qga.max_request));
+    for list in [&s.qga.block, &s.qga.allow].into_iter().flatten() {
+        for name in list {
+            assert!(
+                !name.is_empty() && name.trim() == name && !name.contains([',', ';']),
+                "command name {name:?}"
+            );
+        }
+    }
+    if let Some(l) = &s.log_level {
+        assert!(guestd_config::check_log_level(l).is_ok(), "log level {l:?}");
+    }
+    if let Some(c) = &s.ovmd.channel {
+        assert!(
+            c == "xenstore" || c.starts_with("xenstore:/"),
+            "ovmd channel {c:?}"
+        );
+    }
+    for c in [&s.qga.channels, &s.ovirt.channels]
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let shown = c.to_string();
+        assert_eq!(
+            shown.parse::<ChannelSpec>().as_ref(),
+            Ok(c),
+            "channel {c:?} prints as {shown:?}"
+        );
+        if let Some(names) = c.virtio_names() {
+            assert!(!names.is_empty(), "virtio channel {c:?} names no port");
         }
     }
 }
