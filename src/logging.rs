@@ -70,7 +70,7 @@ pub fn init(cli: Option<&str>) {
         .map(str::to_owned)
         .or_else(|| std::env::var("GUESTD_LOG").ok().filter(|s| !s.is_empty()));
     FIXED.store(chosen.is_some(), Ordering::SeqCst);
-    let filter = EnvFilter::try_new(chosen.as_deref().unwrap_or(DEFAULT))
+    let filter = crate::config::log_filter(chosen.as_deref().unwrap_or(DEFAULT))
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT));
     let (filter, handle) = reload::Layer::new(filter);
     let _ = HANDLE.set(handle);
@@ -114,8 +114,8 @@ pub fn apply_config_level(level: Option<&str>) {
     let Some(handle) = HANDLE.get() else {
         return;
     };
-    let filter =
-        EnvFilter::try_new(level.unwrap_or(DEFAULT)).unwrap_or_else(|_| EnvFilter::new(DEFAULT));
+    let filter = crate::config::log_filter(level.unwrap_or(DEFAULT))
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT));
     if let Err(e) = handle.reload(filter) {
         tracing::warn!(error = %e, "cannot change the log level");
     }

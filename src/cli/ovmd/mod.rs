@@ -161,7 +161,7 @@ fn init_logging(debug: Option<u8>, daemon: bool, level: Option<&str>) {
         "warn"
     };
     let filter = chosen.unwrap_or_else(|| default.to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = crate::config::log_filter(&filter).unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
