@@ -15,6 +15,7 @@ mod client;
 mod procfs;
 mod table;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
@@ -200,7 +201,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(l) = &live {
         watched.push(("live", l.agent.pid()));
     }
-    let before: Vec<(u64, u64)> = watched
+    let before: Vec<(HashMap<String, u64>, u64)> = watched
         .iter()
         .map(|(_, p)| (procfs::context_switches(*p), procfs::cpu_ticks(*p)))
         .collect();
@@ -209,7 +210,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .zip(&before)
         .map(|((_, p), (c, _))| {
-            procfs::context_switches(*p).saturating_sub(*c) as f64 / args.idle_secs as f64
+            procfs::context_switches_since(*p, c) as f64 / args.idle_secs as f64
         })
         .collect();
     rows.push(Row {

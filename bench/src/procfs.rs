@@ -1,5 +1,6 @@
 //! What the kernel says about a process: resident memory, its peak, context switches, fds.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 /// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
@@ -38,20 +39,32 @@ pub fn reset_peak(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-/// Context switches of every thread of the process, voluntary and not: each one is a time
-/// the thread went to sleep or was woken, so their growth over an idle period counts
+/// Context switches of each thread of the process (by thread id), voluntary and not: each one
+/// is a time the thread went to sleep or was woken, so their growth over an idle period counts
 /// wake-ups. `/proc/PID/status` alone has only the main thread's.
-pub fn context_switches(pid: u32) -> u64 {
+pub fn context_switches(pid: u32) -> HashMap<String, u64> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return HashMap::new();
     };
     tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .map(|s| {
-            status_field(&s, "voluntary_ctxt_switches").unwrap_or(0)
-                + status_field(&s, "nonvoluntary_ctxt_switches").unwrap_or(0)
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let n = status_field(&s, "voluntary_ctxt_switches").unwrap_or(0)
+                + status_field(&s, "nonvoluntary_ctxt_switches").unwrap_or(0);
+            Some((t.file_name().to_string_lossy().into_owned(), n))
         })
+        .collect()
+}
+
+/// Context switches since `before` (from [`context_switches`]), thread by thread: a thread
+/// that ended in between (an idle worker leaving) takes its count with it, and summing whole
+/// processes would then lose the others' switches against it. Threads started since count
+/// from zero; those that ended count nothing (their last switches are not readable).
+pub fn context_switches_since(pid: u32, before: &HashMap<String, u64>) -> u64 {
+    context_switches(pid)
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
         .sum()
 }
 

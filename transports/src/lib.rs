@@ -7,6 +7,7 @@
 
 #[cfg(all(target_os = "linux", feature = "netlink"))]
 pub mod hotplug;
+pub mod quiet;
 pub mod serial;
 pub mod spec;
 pub mod unix;

@@ -18,6 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
+use crate::quiet::QuietStream;
+
 /// Default permissions of a listening socket: the owner (root) only.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 
@@ -190,7 +192,7 @@ impl ByteTransport for UnixListen {
             return Err(TransportError::NotFound(self.describe()));
         };
         match bound.listener.accept().await {
-            Ok((stream, _)) => Ok(Box::new(stream)),
+            Ok((stream, _)) => Ok(Box::new(quiet(stream, &self.describe())?)),
             Err(source) => Err(TransportError::Io {
                 what: self.describe(),
                 source,
@@ -201,6 +203,15 @@ impl ByteTransport for UnixListen {
     fn max_sessions(&self) -> usize {
         self.max_clients
     }
+}
+
+/// The session's stream, registered for write readiness only while a write waits: an idle
+/// agent is not woken each time the host reads what it sent (see [`crate::quiet`]).
+fn quiet(s: UnixStream, what: &str) -> Result<QuietStream, TransportError> {
+    QuietStream::from_unix(s).map_err(|source| TransportError::Io {
+        what: what.to_owned(),
+        source,
+    })
 }
 
 /// Connects to a unix socket (a host end that listens); reconnects for each session.
@@ -238,7 +249,7 @@ impl ByteTransport for UnixConnect {
 
     async fn accept(&self) -> Result<Box<dyn ByteStream>, TransportError> {
         match UnixStream::connect(&self.path).await {
-            Ok(s) => Ok(Box::new(s)),
+            Ok(s) => Ok(Box::new(quiet(s, &self.describe())?)),
             // Nobody listens yet (or any more): a state to wait in.
             Err(e)
                 if matches!(
