@@ -39,9 +39,12 @@ pub fn reset_peak(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-/// Context switches of each thread of the process (by thread id), voluntary and not: each one
-/// is a time the thread went to sleep or was woken, so their growth over an idle period counts
-/// wake-ups. `/proc/PID/status` alone has only the main thread's.
+/// Voluntary context switches of each thread of the process (by thread id): each one is a
+/// time the thread went to sleep, so their growth over an idle period counts wake-ups.
+/// Involuntary switches are left out: they are preemptions of a thread that was running
+/// anyway (on a loaded machine, the bench's own oVirt host reader, woken by a heartbeat,
+/// preempting the agent that wrote it), not wake-ups. `/proc/PID/status` alone has only the
+/// main thread's.
 pub fn context_switches(pid: u32) -> HashMap<String, u64> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return HashMap::new();
@@ -50,8 +53,7 @@ pub fn context_switches(pid: u32) -> HashMap<String, u64> {
         .flatten()
         .filter_map(|t| {
             let s = std::fs::read_to_string(t.path().join("status")).ok()?;
-            let n = status_field(&s, "voluntary_ctxt_switches").unwrap_or(0)
-                + status_field(&s, "nonvoluntary_ctxt_switches").unwrap_or(0);
+            let n = status_field(&s, "voluntary_ctxt_switches").unwrap_or(0);
             Some((t.file_name().to_string_lossy().into_owned(), n))
         })
         .collect()
