@@ -14,8 +14,10 @@ top=$PWD
 
 bin=${GUESTD_STATIC_BIN:-}
 if [ -z "$bin" ]; then
-  cargo build --release --locked --target x86_64-unknown-linux-musl --bin guestd
-  bin=$top/target/x86_64-unknown-linux-musl/release/guestd
+  # The dist profile (fat LTO, opt-level "s"): a third of the release build's size, and
+  # the idle daemon's RSS is mostly its text.
+  cargo build --profile dist --locked --target x86_64-unknown-linux-musl --bin guestd
+  bin=$top/target/x86_64-unknown-linux-musl/dist/guestd
 fi
 [ -x "$bin" ] || { echo "build-deb: no binary at $bin" >&2; exit 1; }
 

@@ -6,7 +6,8 @@
 //! to qemu-ga: it acts on the real machine.
 //!
 //! ```text
-//! cargo build --release -p guestd -p guestd-bench
+//! cargo build --profile dist --target x86_64-unknown-linux-musl --bin guestd
+//! cargo build --release -p guestd-bench
 //! target/release/guestd-bench            # about two minutes
 //! ```
 
@@ -40,11 +41,13 @@ const MIB: u64 = 1 << 20;
     about = "guestd beside qemu-ga: one table of ratios"
 )]
 struct Args {
-    /// guestd binary (a release build).
-    #[arg(long, default_value_os_t = root().join("target/release/guestd"))]
+    /// guestd binary: by default the one users get (static musl, dist profile), as
+    /// packaging/build-deb.sh builds it.
+    #[arg(long, default_value_os_t = root().join("target/x86_64-unknown-linux-musl/dist/guestd"))]
     guestd: PathBuf,
-    /// The static system-VM binary, for the size row only (skipped when missing).
-    #[arg(long, default_value_os_t = root().join("target/x86_64-unknown-linux-musl/release/guestd"))]
+    /// The static system-VM binary, for the size row only (skipped when missing or when it
+    /// is the binary measured).
+    #[arg(long, default_value_os_t = root().join("target/x86_64-unknown-linux-musl/dist/guestd"))]
     guestd_static: PathBuf,
     /// Debian's qemu-ga.
     #[arg(long, default_value = "/usr/sbin/qemu-ga")]
@@ -120,7 +123,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for (what, p) in [("guestd", &args.guestd), ("qemu-ga", &args.qemu_ga)] {
         if !p.exists() {
             bail!(
-                "{what} not found at {} (build guestd with `cargo build --release -p guestd`; \
+                "{what} not found at {} (build guestd with `cargo build --profile dist \
+                 --target x86_64-unknown-linux-musl --bin guestd`; \
                  install qemu-ga with `apt-get install qemu-guest-agent`)",
                 p.display()
             );
@@ -573,7 +577,7 @@ fn with_libraries(bin: &Path, tmp: &Path) -> u64 {
 fn sizes(args: &Args, tmp: &Path) -> anyhow::Result<Vec<Row>> {
     let mut rows = vec![
         Row {
-            name: "stripped binary (glibc release build)".into(),
+            name: "stripped binary".into(),
             guestd: Value::Bytes(stripped(&args.guestd, tmp)),
             qemu_ga: Some(Value::Bytes(stripped(&args.qemu_ga, tmp))),
             target: Target::None,
@@ -585,7 +589,7 @@ fn sizes(args: &Args, tmp: &Path) -> anyhow::Result<Vec<Row>> {
             target: Target::None,
         },
     ];
-    if args.guestd_static.exists() {
+    if args.guestd_static.exists() && args.guestd_static != args.guestd {
         rows.push(Row {
             name: "static musl binary (needs no library) vs qemu-ga + libraries".into(),
             guestd: Value::Bytes(stripped(&args.guestd_static, tmp)),
