@@ -63,7 +63,8 @@ impl QuietStream {
     }
 }
 
-fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+/// `fd` registered with tokio for `interest` (shared with the virtio port's streams).
+pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the `OwnedFd` is owned by the `AsyncFd`, closed only when it is dropped and never
     // replaced (no `get_mut`), so the registered descriptor stays open and the same.
     unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)

@@ -30,6 +30,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::time::{Instant, Sleep, sleep};
 
+use crate::quiet::register;
+
 /// The kernel accepts at most this much per `write()` on a port.
 pub const MAX_WRITE: usize = 32 * 1024;
 
@@ -153,12 +155,6 @@ impl HostWaiter {
             }
         }
     }
-}
-
-fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the `OwnedFd` is owned by the `AsyncFd` and closed only when it is dropped; it
-    // is never replaced (no `get_mut`), so the registered descriptor stays the same.
-    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
 }
 
 /// One host session on a port: reads end (EOF) when the host leaves.
