@@ -194,11 +194,14 @@ impl Baseline {
     }
 
     fn check(&self, pid: u32, what: &str) {
+        // A stream holds a second descriptor for its socket only while a write waits for
+        // space (unix streams watch write space only then), so a sample can catch one more
+        // than at rest: the count must not grow, and may be lower than a busy baseline.
         let fds = settle_fds(pid, self.fds);
-        assert_eq!(
-            fds,
+        assert!(
+            fds <= self.fds,
+            "{what}: open descriptors grew from {} to {fds}\nbefore: {:?}\nafter: {:?}",
             self.fds,
-            "{what}: open descriptors grew\nbefore: {:?}\nafter: {:?}",
             self.fd_list,
             procstat::fd_targets(pid)
         );

@@ -30,8 +30,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::time::{Instant, Sleep, sleep};
 
-use crate::quiet::register;
-
 /// The kernel accepts at most this much per `write()` on a port.
 pub const MAX_WRITE: usize = 32 * 1024;
 
@@ -159,13 +157,7 @@ impl HostWaiter {
 
 /// One host session on a port: reads end (EOF) when the host leaves.
 pub struct PortStream {
-    /// Registered for reading only: the port reports write space whenever the host takes
-    /// what was written, and watching for it all the time would wake the idle agent after
-    /// every heartbeat, for nothing.
     fd: AsyncFd<OwnedFd>,
-    /// A duplicate registered for write readiness while a write waits for the host to take
-    /// earlier output (or for a host); dropped at the next flush.
-    write: Option<AsyncFd<OwnedFd>>,
     what: String,
     recheck: Option<Pin<Box<Sleep>>>,
     /// When a write first found no host (see [`HOST_GRACE`]).
@@ -185,9 +177,12 @@ impl PortStream {
     /// A session on `fd`, a duplicate of the port's non-blocking fd (dropping the session
     /// closes only the duplicate: the port stays open).
     pub fn new(fd: OwnedFd, what: String) -> io::Result<Self> {
+        // SAFETY: the `OwnedFd` is owned by the `AsyncFd` and closed only when it is dropped.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+                .map_err(|e| e.into_parts().1)?;
         Ok(Self {
-            fd: register(fd, Interest::READABLE)?,
-            write: None,
+            fd,
             what,
             recheck: None,
             absent_since: None,
@@ -273,27 +268,8 @@ impl AsyncWrite for PortStream {
         }
         // Short writes are normal here: the caller loops (AsyncWrite contract).
         let buf = &buf[..buf.len().min(MAX_WRITE)];
-        if this.write.is_none() {
-            // Most writes fit at once; only one that cannot makes write space worth watching.
-            match this.try_write(buf) {
-                Ok(n) => {
-                    this.absent_since = None;
-                    return Poll::Ready(Ok(n));
-                }
-                Err(Errno::EAGAIN) => {
-                    // Registering reports the current state too (space, a hang-up), so
-                    // nothing that happened since the write is missed.
-                    let dup = this.fd.get_ref().try_clone()?;
-                    this.write = Some(register(dup, Interest::WRITABLE)?);
-                }
-                Err(e) => return Poll::Ready(Err(e.into())),
-            }
-        }
         loop {
-            let Some(w) = this.write.as_ref() else {
-                return Poll::Ready(Err(io::Error::other("port write registration lost")));
-            };
-            match w.poll_write_ready(cx) {
+            match this.fd.poll_write_ready(cx) {
                 Poll::Ready(Ok(mut guard)) => {
                     let closed = guard.ready().is_write_closed();
                     match this.try_write(buf) {
@@ -338,9 +314,6 @@ impl AsyncWrite for PortStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Everything handed over is in the port's queue: stop watching for space, so the host
-        // taking it wakes nobody.
-        self.get_mut().write = None;
         Poll::Ready(Ok(()))
     }
 
