@@ -156,6 +156,7 @@ fn virtio_port_by_name_with_links_reconnects_unplug_and_isa_serial() {
         with_guestd: false,
         bins: vec![port_echo()],
         init_cmd: [
+            "export PORT_ECHO_TRACE=1",
             CPU_SAMPLER,
             "cpu_sampler port_echo &",
             "echo \"port-links: $(ls /dev/virtio-ports | tr '\\n' ' ')\"",
@@ -239,6 +240,7 @@ fn virtio_port_by_name_without_links_and_name_preference() {
         with_guestd: false,
         bins: vec![port_echo()],
         init_cmd: [
+            "export PORT_ECHO_TRACE=1",
             CPU_SAMPLER,
             "cpu_sampler port_echo &",
             "[ -e /dev/virtio-ports ] && echo port-links-present || echo port-links-absent",

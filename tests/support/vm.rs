@@ -250,6 +250,22 @@ impl Vm {
         } else {
             boot.env_remove("NO_PORT_LINKS");
         }
+        // QEMU's own account of the virtio-serial traffic (host connects, bytes handed to the
+        // guest, bytes the guest wrote, throttling) goes to qemu.log: when a reply never comes,
+        // it tells on which side of the device it stopped.
+        let mut extra = std::env::var("QEMU_EXTRA_ARGS").unwrap_or_default();
+        for ev in [
+            "virtio_console_chr_read",
+            "virtio_console_chr_event",
+            "virtio_console_flush_buf",
+            "virtio_serial_throttle_port",
+            "virtio_serial_send_control_event",
+            "virtio_serial_handle_control_message_port",
+        ] {
+            extra.push_str(" -trace ");
+            extra.push_str(ev);
+        }
+        boot.env("QEMU_EXTRA_ARGS", extra.trim_start());
         let qemu_log =
             std::fs::File::create(d.join("qemu.log")).map_err(|e| format!("qemu.log: {e}"))?;
         let qemu_err = qemu_log.try_clone().map_err(|e| e.to_string())?;
@@ -378,7 +394,7 @@ impl Vm {
             "--- console ({}, without cpu-sample lines) ---\n{}\n--- qemu ---\n{}",
             self.console.display(),
             lines[lines.len().saturating_sub(80)..].join("\n"),
-            tail(&self.dir.path().join("qemu.log"), 20)
+            tail(&self.dir.path().join("qemu.log"), 60)
         )
     }
 }

@@ -63,6 +63,10 @@ async fn main() -> ExitCode {
 }
 
 async fn session(mut s: Box<dyn ByteStream>) -> io::Result<()> {
+    // Each read that completes a line, and each reply, goes to the console with the guest's
+    // uptime: when a VM test waits for a reply in vain, the console tells whether the request
+    // reached the guest and whether the reply left it (QEMU's trace in qemu.log tells the rest).
+    let trace = std::env::var_os("PORT_ECHO_TRACE").is_some();
     let mut line: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out: Vec<u8> = Vec::new();
@@ -85,8 +89,14 @@ async fn session(mut s: Box<dyn ByteStream>) -> io::Result<()> {
             line.truncate(MAX_LINE + 1);
         }
         if !out.is_empty() {
+            if trace {
+                eprintln!("port_echo: {} rx {n} tx {}", uptime(), out.len());
+            }
             s.write_all(&out).await?;
             s.flush().await?;
+            if trace {
+                eprintln!("port_echo: {} tx done", uptime());
+            }
             out.clear();
         }
     }
@@ -98,6 +108,13 @@ fn answer(line: &[u8], out: &mut Vec<u8>) {
     } else {
         out.extend_from_slice(line);
     }
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 fn stat_line() -> String {
@@ -114,9 +131,5 @@ fn stat_line() -> String {
         .map_or_else(|| "?".to_owned(), |t| t.to_string());
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let uptime = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned());
-    format!("#stat {ticks} {hz} {uptime} {}\n", std::process::id())
+    format!("#stat {ticks} {hz} {} {}\n", uptime(), std::process::id())
 }

@@ -51,7 +51,6 @@ impl Default for VirtioOptions {
 struct OpenPort {
     found: Found,
     fd: OwnedFd,
-    waiter: HostWaiter,
 }
 
 /// A virtio-serial port found by one of several names, in preference order (oVirt:
@@ -119,17 +118,13 @@ impl VirtioPort {
         let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
         let fd = nix::fcntl::open(&found.dev, flags, Mode::empty())
             .map_err(|e| open_error(&found, e))?;
-        let waiter = HostWaiter::new(&fd).map_err(|source| TransportError::Io {
-            what: format!("watching {}", found.dev.display()),
-            source,
-        })?;
         info!(
             port = %found.dev.display(),
             name = %found.name,
             via = ?found.via,
             "opened virtio-serial port"
         );
-        Ok(OpenPort { found, fd, waiter })
+        Ok(OpenPort { found, fd })
     }
 }
 
@@ -180,11 +175,17 @@ impl ByteTransport for VirtioPort {
             return Err(TransportError::NotFound(self.describe()));
         };
         let found = port.found.clone();
-        let waited = port
-            .waiter
-            .wait_for_host(&port.fd, self.opts.recheck, || still_there(&found))
-            .await;
         let what = found.dev.display().to_string();
+        // A watcher only for this wait: it must not outlive it into the session (see
+        // `port`'s notes on polls that swallow an input's wake-up).
+        let waited = match HostWaiter::new(&port.fd) {
+            Ok(waiter) => {
+                waiter
+                    .wait_for_host(&port.fd, self.opts.recheck, || still_there(&found))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match waited {
             Ok(true) => {}
             Ok(false) => {

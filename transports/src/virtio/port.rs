@@ -8,6 +8,15 @@
 //! - a hot-unplugged port keeps reporting `POLLHUP` and fails I/O with `ENODEV`, and its sysfs
 //!   directory disappears.
 //!
+//! Polling a port is not free of side effects: the driver's poll takes the next filled input
+//! buffer off the virtqueue, and when the device's interrupt for that buffer is then handled,
+//! the driver finds nothing new on the queue and wakes no one (`vring_interrupt` returns early
+//! before the port's callback). A poll whose answer does not reach the reader therefore loses
+//! that input's wake-up: the request sits in the driver until the next one arrives. So during a
+//! session only the session's own registration polls the port without passing the answer on;
+//! the host-arrival epoll exists only while no session runs, and a write that polls the port
+//! itself to tell "no host" from "queue full" hands any input it sees to the reader.
+//!
 //! tokio's readiness cannot wait for the host to come back: it treats `EPOLLHUP` as a final
 //! "closed" state that `clear_ready` never clears, so an `AsyncFd` on a port without host is
 //! ready forever and a loop on it spins. Instead, host arrival is awaited on a private epoll
@@ -20,7 +29,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -55,8 +64,14 @@ pub enum HostState {
     Absent,
 }
 
-/// The port's state now, without blocking.
+/// The port's state now, without blocking. See the module notes before calling this while a
+/// session reads the port: use [`PortStream`]'s own probe there.
 pub fn host_state(fd: &impl AsFd) -> io::Result<HostState> {
+    poll_port(fd).map(|(state, _)| state)
+}
+
+/// The port's host state and whether a read would return at once (data, or end of session).
+fn poll_port(fd: &impl AsFd) -> io::Result<(HostState, bool)> {
     let mut fds = [PollFd::new(
         fd.as_fd(),
         PollFlags::POLLIN | PollFlags::POLLOUT,
@@ -72,11 +87,12 @@ pub fn host_state(fd: &impl AsFd) -> io::Result<HostState> {
     if rev.contains(PollFlags::POLLNVAL) {
         return Err(Errno::EBADF.into());
     }
-    Ok(if rev.contains(PollFlags::POLLHUP) {
+    let state = if rev.contains(PollFlags::POLLHUP) {
         HostState::Absent
     } else {
         HostState::Connected
-    })
+    };
+    Ok((state, rev.contains(PollFlags::POLLIN)))
 }
 
 /// An epoll fd usable with `AsyncFd`.
@@ -89,7 +105,8 @@ impl AsRawFd for EpollFd {
 }
 
 /// Waits, without polling in a loop, for the port's wait queue to be woken (host connect or
-/// disconnect, data, unplug).
+/// disconnect, data, unplug). Drop it before a session starts (see the module notes: its
+/// epoll would poll the port on every wake-up and could swallow an input's wake-up).
 pub struct HostWaiter {
     epoll: AsyncFd<EpollFd>,
 }
@@ -163,6 +180,11 @@ pub struct PortStream {
     recheck: Option<Pin<Box<Sleep>>>,
     /// When a write first found no host (see [`HOST_GRACE`]).
     absent_since: Option<Instant>,
+    /// The reader's waker while it waits for input.
+    read_waker: Option<Waker>,
+    /// A write's own poll of the port saw input (or the end of the session): the reader must
+    /// try a read, as that poll may have used up the interrupt's wake-up.
+    probed_input: bool,
 }
 
 impl fmt::Debug for PortStream {
@@ -187,7 +209,36 @@ impl PortStream {
             what,
             recheck: None,
             absent_since: None,
+            read_waker: None,
+            probed_input: false,
         })
+    }
+
+    /// The host state, for a write that got `EAGAIN`; any input this poll sees is handed to
+    /// the reader (see the module notes).
+    fn probe(&mut self) -> io::Result<HostState> {
+        let (state, readable) = poll_port(self.fd.get_ref())?;
+        if readable {
+            self.probed_input = true;
+            if let Some(w) = self.read_waker.take() {
+                w.wake();
+            }
+        }
+        Ok(state)
+    }
+
+    fn read_now(&self, buf: &mut ReadBuf<'_>) -> Result<(), Errno> {
+        let unfilled = buf.initialize_unfilled();
+        loop {
+            match nix::unistd::read(self.fd.get_ref(), unfilled) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+                Ok(n) => {
+                    buf.advance(n);
+                    return Ok(());
+                }
+            }
+        }
     }
 
     fn host_left() -> io::Error {
@@ -234,17 +285,26 @@ impl AsyncRead for PortStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if std::mem::take(&mut this.probed_input) {
+            match this.read_now(buf) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(Errno::EAGAIN) => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
         loop {
-            let mut guard = ready!(this.fd.poll_read_ready(cx))?;
-            let closed = guard.ready().is_read_closed();
-            let unfilled = buf.initialize_unfilled();
-            match nix::unistd::read(this.fd.get_ref(), unfilled) {
-                // 0: the host left (nothing buffered and no host): end of this session.
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+            let mut guard = match this.fd.poll_read_ready(cx) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => {
+                    this.read_waker = Some(cx.waker().clone());
+                    return Poll::Pending;
                 }
-                Err(Errno::EINTR) => continue,
+            };
+            let closed = guard.ready().is_read_closed();
+            match this.read_now(buf) {
+                // Data, or an empty read: the host left (nothing buffered and no host), the
+                // end of this session.
+                Ok(()) => return Poll::Ready(Ok(())),
                 Err(Errno::EAGAIN) if closed => {
                     // The host left (tokio saw POLLHUP) and a new one is already attached:
                     // end this session; the next accept starts a clean one.
@@ -280,13 +340,16 @@ impl AsyncWrite for PortStream {
                             return Poll::Ready(Ok(n));
                         }
                         Err(Errno::EAGAIN) => {
-                            if closed || host_state(this.fd.get_ref())? == HostState::Absent {
+                            if !closed {
+                                guard.clear_ready();
+                            }
+                            drop(guard);
+                            if closed || this.probe()? == HostState::Absent {
                                 // Readiness stays set once tokio saw the hang-up, so the
                                 // timer, not readiness, paces the retries.
                                 ready!(this.poll_host_grace(cx))?;
                                 continue;
                             }
-                            guard.clear_ready();
                         }
                         Err(e) => return Poll::Ready(Err(e.into())),
                     }
@@ -300,7 +363,7 @@ impl AsyncWrite for PortStream {
                             return Poll::Ready(Ok(n));
                         }
                         Err(Errno::EAGAIN) => {
-                            if host_state(this.fd.get_ref())? == HostState::Absent {
+                            if this.probe()? == HostState::Absent {
                                 ready!(this.poll_host_grace(cx))?;
                                 continue;
                             }
