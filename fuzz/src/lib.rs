@@ -10,7 +10,7 @@
 use bytes::BytesMut;
 use serde_json::Value;
 
-use guestd_protocols::qga::json::{FrameError, Framer, parse_message, to_vec};
+use guestd_protocols::qga::json::{FrameError, Framer, parse_message, parse_owned_above, to_vec};
 
 /// A fuzz target's body.
 pub type Body = fn(&[u8]);
@@ -101,6 +101,13 @@ pub fn qga_stream(data: &[u8]) {
     if data.len() <= 512 {
         let bytewise = frame(data, max, || 1);
         assert_eq!(whole, bytewise, "results depend on chunking (byte by byte)");
+    }
+    // The in-place parse of large messages, with a threshold small enough for these inputs,
+    // must agree with the copying one. Within the framer's size limit, as the parser is only
+    // ever given what the framer let through (its nesting is bounded by that size).
+    if data.len() <= max {
+        let owned = parse_owned_above(BytesMut::from(data), usize::from(seed >> 6));
+        assert_eq!(owned, parse_message(data), "the in-place parse disagrees");
     }
     for v in whole.iter().flatten() {
         let line = to_vec(v);

@@ -495,6 +495,40 @@ async fn file_round_trip() {
     assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
 }
 
+/// A write big enough for the request to be parsed in place and decoded in place: the file
+/// gets exactly the bytes (cut at `count`), and the reply still carries the request's `id`.
+#[tokio::test]
+async fn large_write_in_one_request_keeps_its_bytes_and_id() {
+    use base64::Engine;
+    let f = fixture(CommandFilter::All, 4 << 20);
+    let path = f._dir.path().join("big.bin");
+    let mut s = f.protocol.session(f.agent.clone());
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 + i / 257) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+    let req = format!(
+        "{{\"execute\":\"guest-file-open\",\"arguments\":{{\"path\":\"{}\",\"mode\":\"w\"}}}}\
+         {{\"id\":\"w-1\",\"execute\":\"guest-file-write\",\"arguments\":{{\"handle\":1000,\"buf-b64\":\"{b64}\",\"count\":299999}}}}\
+         {{\"execute\":\"guest-file-write\",\"arguments\":{{\"buf-b64\":\"{b64}\",\"handle\":1000}},\"id\":[2]}}\
+         {{\"execute\":\"guest-file-close\",\"arguments\":{{\"handle\":1000}}}}",
+        path.display()
+    );
+    let mut input = BytesMut::from(req.as_bytes());
+    let mut out = Vec::new();
+    s.feed(&mut input, &mut out).await;
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        concat!(
+            "{\"return\":1000}\n",
+            "{\"return\":{\"count\":299999,\"eof\":false},\"id\":\"w-1\"}\n",
+            "{\"return\":{\"count\":300000,\"eof\":false},\"id\":[2]}\n",
+            "{\"return\":{}}\n",
+        )
+    );
+    let mut want = data[..299_999].to_vec();
+    want.extend_from_slice(&data);
+    assert!(std::fs::read(&path).unwrap() == want, "the file differs");
+}
+
 #[tokio::test]
 async fn host_reconnect_resets_the_parser() {
     use guestd_core::contract::StreamSession;

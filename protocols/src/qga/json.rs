@@ -29,6 +29,11 @@ pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 /// Above this size a complete message gets the receive buffer's allocation to itself.
 const TAKE_WHOLE_ABOVE: usize = 64 << 10;
 
+/// In a message that has its own allocation, the first string longer than this with nothing
+/// to unescape is not copied out: the message's memory becomes the string (a 40 MiB
+/// `guest-file-write` then holds its request once, not twice; see [`parse_owned`]).
+const BIG_STRING: usize = 64 << 10;
+
 /// QEMU formats parser messages into a 1024-byte buffer; longer ones are cut there.
 const PARSE_MESSAGE_MAX: usize = 1023;
 /// Longest token text quoted in a `stray` error.
@@ -445,7 +450,12 @@ impl Framer {
                 buf.split_to(self.scan)
             };
             self.reset_message();
-            return Some(parse_message(&msg).map_err(FrameError::Syntax));
+            let parsed = if msg.len() > TAKE_WHOLE_ABOVE {
+                parse_owned(msg)
+            } else {
+                parse_message(&msg)
+            };
+            return Some(parsed.map_err(FrameError::Syntax));
         }
         let limit = if self.tokens > MAX_TOKEN_COUNT {
             Some(FrameError::TooManyTokens)
@@ -466,6 +476,24 @@ struct Tokens<'a> {
     src: &'a [u8],
     pos: usize,
     peeked: Option<Option<(Tok, &'a [u8])>>,
+    /// Whether a big plain string may be left in the source (see [`parse_owned`]).
+    defer_big: bool,
+    /// How long a string must be to be left there.
+    big_min: usize,
+    /// The string left in the source: its span there and the way to its placeholder.
+    big: Option<Big>,
+}
+
+/// A string left in the message: `span` of its text in the source, and `path`, the keys and
+/// indices from its placeholder up to the root (innermost first).
+struct Big {
+    span: std::ops::Range<usize>,
+    path: Vec<Seg>,
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
 }
 
 impl<'a> Tokens<'a> {
@@ -474,7 +502,43 @@ impl<'a> Tokens<'a> {
             src,
             pos: 0,
             peeked: None,
+            defer_big: false,
+            big_min: BIG_STRING,
+            big: None,
         }
+    }
+
+    /// A string token that can be left in the source: long, and its text is its value
+    /// (printable ASCII, no escapes), so the bytes between the quotes are the string.
+    fn take_big(&mut self, token: &[u8]) -> bool {
+        if !self.defer_big || self.big.is_some() || token.len() < self.big_min + 2 {
+            return false;
+        }
+        let inner = &token[1..token.len() - 1];
+        if !inner
+            .iter()
+            .all(|&c| (0x20..0x7f).contains(&c) && c != b'\\')
+        {
+            return false;
+        }
+        // The token is a slice of `src`: its place there is the pointer difference.
+        let start = inner.as_ptr() as usize - self.src.as_ptr() as usize;
+        self.big = Some(Big {
+            span: start..start + inner.len(),
+            path: Vec::new(),
+        });
+        true
+    }
+
+    /// Parse a child value of a container; if the big string was found inside it, note the
+    /// way there.
+    fn child(&mut self, depth: usize, seg: impl FnOnce() -> Seg) -> Result<Value, String> {
+        let had = self.big.is_some();
+        let v = parse_value(self, depth)?;
+        if !had && let Some(big) = &mut self.big {
+            big.path.push(seg());
+        }
+        Ok(v)
     }
 
     fn lex(&mut self) -> Result<Option<(Tok, &'a [u8])>, String> {
@@ -546,6 +610,46 @@ pub fn parse_message(src: &[u8]) -> Result<Value, String> {
     parse_value(&mut toks, 0).map_err(clip)
 }
 
+/// [`parse_message`] for a message that owns its allocation: the first big plain string in it
+/// is not copied; its bytes move to the front of the message's memory, which then becomes that
+/// string. So the largest requests (`guest-file-write`) are held once while parsed.
+pub fn parse_owned(msg: BytesMut) -> Result<Value, String> {
+    parse_owned_above(msg, BIG_STRING)
+}
+
+/// [`parse_owned`] leaving a string of `min` bytes or more in place: for the fuzzer, which
+/// checks it against [`parse_message`] on inputs far smaller than a real large request.
+#[doc(hidden)]
+pub fn parse_owned_above(msg: BytesMut, min: usize) -> Result<Value, String> {
+    let (mut value, big) = {
+        let mut toks = Tokens::new(&msg);
+        toks.defer_big = true;
+        toks.big_min = min;
+        let v = parse_value(&mut toks, 0).map_err(clip)?;
+        (v, toks.big)
+    };
+    let Some(big) = big else {
+        return Ok(value);
+    };
+    // A uniquely owned `BytesMut` turns back into its `Vec` without copying.
+    let mut bytes: Vec<u8> = msg.into();
+    let len = big.span.len();
+    bytes.copy_within(big.span, 0);
+    bytes.truncate(len);
+    // Printable ASCII only (see `take_big`), so this cannot fail.
+    let text = String::from_utf8(bytes).map_err(|_| "invalid UTF-8 sequence in string")?;
+    let mut slot = &mut value;
+    for seg in big.path.iter().rev() {
+        let next = match seg {
+            Seg::Key(k) => slot.as_object_mut().and_then(|m| m.get_mut(k)),
+            Seg::Index(i) => slot.as_array_mut().and_then(|a| a.get_mut(*i)),
+        };
+        slot = next.ok_or("internal error: lost a string")?;
+    }
+    *slot = Value::String(text);
+    Ok(value)
+}
+
 fn parse_value(t: &mut Tokens<'_>, depth: usize) -> Result<Value, String> {
     // The framer bounds nesting; this only guards direct callers of parse_message.
     if depth > MAX_NESTING as usize {
@@ -559,6 +663,10 @@ fn parse_value(t: &mut Tokens<'_>, depth: usize) -> Result<Value, String> {
         Tok::LSquare => parse_array(t, depth),
         Tok::Str => {
             t.next()?;
+            if t.take_big(text) {
+                // A placeholder: `parse_owned` puts the string here.
+                return Ok(Value::Null);
+            }
             parse_string(text).map(Value::String)
         }
         Tok::Integer => {
@@ -612,7 +720,11 @@ fn parse_pair(
     if t.peek()?.is_none() {
         return Err(premature());
     }
-    let Value::String(key) = parse_value(t, depth + 1)? else {
+    // A key is never left in the source: the map needs it now.
+    let defer = std::mem::replace(&mut t.defer_big, false);
+    let key = parse_value(t, depth + 1);
+    t.defer_big = defer;
+    let Value::String(key) = key? else {
         return Err("key is not a string in object".into());
     };
     match t.next()? {
@@ -620,7 +732,7 @@ fn parse_pair(
         Some((Tok::Colon, _)) => {}
         Some(_) => return Err("missing : in object pair".into()),
     }
-    let value = parse_value(t, depth + 1)?;
+    let value = t.child(depth + 1, || Seg::Key(key.clone()))?;
     if map.contains_key(&key) {
         return Err("duplicate key".into());
     }
@@ -639,12 +751,15 @@ fn parse_array(t: &mut Tokens<'_>, depth: usize) -> Result<Value, String> {
         }
         Some(_) => {}
     }
-    list.push(parse_value(t, depth + 1)?);
+    list.push(t.child(depth + 1, || Seg::Index(0))?);
     loop {
         match t.next()? {
             None => return Err(premature()),
             Some((Tok::RSquare, _)) => return Ok(Value::Array(list)),
-            Some((Tok::Comma, _)) => list.push(parse_value(t, depth + 1)?),
+            Some((Tok::Comma, _)) => {
+                let i = list.len();
+                list.push(t.child(depth + 1, || Seg::Index(i))?);
+            }
             Some(_) => return Err("expected separator in list".into()),
         }
     }
@@ -1061,12 +1176,84 @@ mod tests {
     }
 
     #[test]
+    fn owned_parse_moves_one_big_string_and_agrees_with_the_copying_parse() {
+        let big = "QUJD".repeat(BIG_STRING / 2);
+        let other = "x".repeat(BIG_STRING + 10);
+        let cases = [
+            format!(
+                r#"{{"execute":"guest-file-write","arguments":{{"handle":1,"buf-b64":"{big}","count":3}}}}"#
+            ),
+            format!(r#"["{big}", "{other}", {{"k":'{big}'}}]"#),
+            format!(r#"{{"a":[1,{{"b":["z","{big}"]}}],"c":"d"}}"#),
+            format!(r#""{big}""#),
+            // Not taken: escapes, a key, a short string.
+            format!(r#"{{"a":"{big}\n"}}"#),
+            format!(r#"{{"{big}":1}}"#),
+            r#"{"a":"b"}"#.to_owned(),
+            // Errors stay errors.
+            format!(r#"{{"a":"{big}" "b"}}"#),
+        ];
+        for c in &cases {
+            let owned = parse_owned(BytesMut::from(c.as_bytes()));
+            assert_eq!(owned, parse_message(c.as_bytes()), "{}", &c[..40]);
+        }
+        // Which ones were left in place rather than copied.
+        let taken: Vec<bool> = cases
+            .iter()
+            .map(|c| {
+                let mut t = Tokens::new(c.as_bytes());
+                t.defer_big = true;
+                let _ = parse_value(&mut t, 0);
+                t.big.is_some()
+            })
+            .collect();
+        assert_eq!(taken, [true, true, true, true, false, false, false, true]);
+        let v = parse_owned(BytesMut::from(cases[0].as_bytes())).unwrap();
+        assert_eq!(
+            v["arguments"]["buf-b64"].as_str().map(str::len),
+            Some(big.len())
+        );
+    }
+
+    #[test]
     fn nesting_limit() {
         let mut input = vec![b'['; 1100];
         input.extend(vec![b']'; 1100]);
         input.extend_from_slice(b"{}");
         let got = all(&input);
         assert_eq!(got, vec![Err(FrameError::TooDeep), Ok(json!({}))]);
+        // At the limit it parses, objects and lists mixed, also in place. The agent's parser
+        // runs on a thread of at least 2 MiB: enough in an optimised build (checked with
+        // `cargo test --release`); unoptimised frames are several times larger.
+        let stack = if cfg!(debug_assertions) {
+            32 << 20
+        } else {
+            2 << 20
+        };
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(deep_nesting_parses)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn deep_nesting_parses() {
+        let mut deep = Vec::new();
+        for i in 0..MAX_NESTING {
+            deep.extend_from_slice(if i % 2 == 0 { b"{\"k\":" } else { b"[" });
+        }
+        deep.extend_from_slice(b"1");
+        for i in (0..MAX_NESTING).rev() {
+            deep.push(if i % 2 == 0 { b'}' } else { b']' });
+        }
+        let got = all(&deep);
+        assert!(
+            matches!(got.as_slice(), [Ok(_)]),
+            "{:?}",
+            got.first().map(|r| r.is_ok())
+        );
+        assert!(parse_owned_above(BytesMut::from(&deep[..]), 0).is_ok());
     }
 
     #[test]

@@ -242,12 +242,14 @@ impl QgaSession {
             );
             return;
         };
-        let id = obj.get("id");
-        let result = self.dispatch(&obj).await;
-        encode_reply(out, result, id);
+        let mut obj = obj;
+        // Taken out (an allowed member, never judged) so the arguments can be taken apart.
+        let id = obj.remove("id");
+        let result = self.dispatch(&mut obj).await;
+        encode_reply(out, result, id.as_ref());
     }
 
-    async fn dispatch(&self, obj: &Map<String, Value>) -> Result<Success, QgaError> {
+    async fn dispatch(&self, obj: &mut Map<String, Value>) -> Result<Success, QgaError> {
         let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         for key in json::qdict_order(&keys) {
             let v = &obj[key];
@@ -283,11 +285,11 @@ impl QgaSession {
             tracing::debug!(command = name, ?why, "disabled command");
             return Err(QgaError::disabled(name, why));
         }
-        let empty = Map::new();
+        let mut empty = Map::new();
         let args = obj
-            .get("arguments")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
+            .get_mut("arguments")
+            .and_then(Value::as_object_mut)
+            .unwrap_or(&mut empty);
         tracing::debug!(command = cmd.name, "running command");
         let ctx = Ctx {
             agent: &self.agent,

@@ -63,14 +63,22 @@ pub(super) async fn read(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Suc
     })))
 }
 
-pub(super) async fn write(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Success, QgaError> {
+pub(super) async fn write(
+    ctx: &Ctx<'_>,
+    args: &mut Map<String, Value>,
+) -> Result<Success, QgaError> {
     let mut a = Args::new(args);
     let handle: i64 = a.req("handle")?;
-    let buf = a.req_str("buf-b64")?;
+    a.req_str("buf-b64")?;
     let count: Option<i64> = a.opt("count")?;
     a.finish()?;
     ctx.shared.files.check(handle)?;
-    let mut data = b64::decode(buf)?;
+    // The request's text becomes the data (decoded in place): a large write is held once.
+    let text = match args.get_mut("buf-b64") {
+        Some(Value::String(s)) => std::mem::take(s),
+        _ => String::new(),
+    };
+    let mut data = b64::decode_in_place(text.into_bytes())?;
     if let Some(count) = count {
         if count < 0 || count as u64 > data.len() as u64 {
             return Err(bad_count(count));

@@ -120,7 +120,7 @@ pub fn find(name: &str) -> Option<&'static Command> {
 pub(crate) async fn run(
     ctx: &Ctx<'_>,
     name: &str,
-    args: &Map<String, Value>,
+    args: &mut Map<String, Value>,
 ) -> Result<Success, QgaError> {
     match name {
         "guest-sync-delimited" => info::sync(args).map(Success::Delimited),
