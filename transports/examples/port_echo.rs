@@ -66,6 +66,7 @@ async fn session(mut s: Box<dyn ByteStream>) -> io::Result<()> {
     // Each read that completes a line, and each reply, goes to the console with the guest's
     // uptime: when a VM test waits for a reply in vain, the console tells whether the request
     // reached the guest and whether the reply left it (QEMU's trace in qemu.log tells the rest).
+    // Lines starting `#quiet` are not traced: stress loops must not wait on the console.
     let trace = std::env::var_os("PORT_ECHO_TRACE").is_some();
     let mut line: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -89,6 +90,7 @@ async fn session(mut s: Box<dyn ByteStream>) -> io::Result<()> {
             line.truncate(MAX_LINE + 1);
         }
         if !out.is_empty() {
+            let trace = trace && !out.starts_with(b"#quiet");
             if trace {
                 eprintln!("port_echo: {} rx {n} tx {}", uptime(), out.len());
             }
