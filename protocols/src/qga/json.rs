@@ -440,21 +440,17 @@ impl Framer {
             // Split off, a large message would share its allocation with what stays in
             // `buf` for as long as `buf` lives; instead the few bytes read behind it (one
             // read at most) move to a buffer of their own, and the message's memory goes
-            // back as soon as it is parsed.
-            let msg = if self.scan > TAKE_WHOLE_ABOVE {
+            // back as soon as it is parsed. Owning its allocation, it can also be parsed in
+            // place.
+            let parsed = if self.scan > TAKE_WHOLE_ABOVE {
                 let rest = BytesMut::from(&buf[self.scan..]);
                 let mut whole = std::mem::replace(buf, rest);
                 whole.truncate(self.scan);
-                whole
+                parse_owned(whole)
             } else {
-                buf.split_to(self.scan)
+                parse_message(&buf.split_to(self.scan))
             };
             self.reset_message();
-            let parsed = if msg.len() > TAKE_WHOLE_ABOVE {
-                parse_owned(msg)
-            } else {
-                parse_message(&msg)
-            };
             return Some(parsed.map_err(FrameError::Syntax));
         }
         let limit = if self.tokens > MAX_TOKEN_COUNT {

@@ -234,7 +234,7 @@ pub struct QgaSession {
 impl QgaSession {
     /// Handle one parsed message; append its reply (if any) to `out`.
     pub async fn handle(&mut self, msg: Value, out: &mut Vec<u8>) {
-        let Value::Object(obj) = msg else {
+        let Value::Object(mut obj) = msg else {
             encode_reply(
                 out,
                 Err(QgaError::generic("QMP input must be a JSON object")),
@@ -242,7 +242,6 @@ impl QgaSession {
             );
             return;
         };
-        let mut obj = obj;
         // Taken out (an allowed member, never judged) so the arguments can be taken apart.
         let id = obj.remove("id");
         let result = self.dispatch(&mut obj).await;
